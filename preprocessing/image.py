@@ -1,0 +1,190 @@
+"""Image decoding and model preprocessing, matching open_clip's eval transform and BLIP's processor.
+
+The pixel path reproduces torchvision's Resize/CenterCrop on PIL images (same PIL resampling calls,
+same rounding), so embeddings computed here equal those of open_clip's own transform.
+"""
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import asdict, dataclass, field
+from typing import Iterable, Literal, Sequence
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+ResizeMode = Literal["shortest", "longest", "squash"]
+Interpolation = Literal["bicubic", "bilinear"]
+
+_PIL_RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
+
+
+class ImageDecodeError(ValueError):
+    """The bytes are not an image we accept; the message says why (shown to API callers)."""
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    """Bounds on untrusted uploads: a decompression bomb or a 1-pixel image is refused, not processed."""
+
+    max_bytes: int = 20 * 1024 * 1024
+    max_pixels: int = 40_000_000
+    min_side: int = 8
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """How one model wants its pixels; stored in the export manifest and read back by every consumer."""
+
+    size: tuple[int, int]  # (height, width)
+    mean: tuple[float, float, float] = OPENAI_CLIP_MEAN
+    std: tuple[float, float, float] = OPENAI_CLIP_STD
+    interpolation: Interpolation = "bicubic"
+    resize_mode: ResizeMode = "shortest"
+    fill_color: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ImageSpec":
+        return cls(
+            size=tuple(data["size"]),
+            mean=tuple(data["mean"]),
+            std=tuple(data["std"]),
+            interpolation=data.get("interpolation", "bicubic"),
+            resize_mode=data.get("resize_mode", "shortest"),
+            fill_color=int(data.get("fill_color", 0)),
+        )
+
+
+def decode_image(data: bytes, limits: ImageLimits = ImageLimits()) -> Image.Image:
+    """Decode untrusted bytes into an RGB image.
+
+    EXIF orientation is applied (phone photos), and transparency is composited on white, which is
+    how product shots with transparent backgrounds are shown in a shop.
+    """
+    if not data:
+        raise ImageDecodeError("image is empty (0 bytes)")
+    if len(data) > limits.max_bytes:
+        raise ImageDecodeError(f"image is {len(data)} bytes; the limit is {limits.max_bytes}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            width, height = image.size
+            if width * height > limits.max_pixels:
+                raise ImageDecodeError(
+                    f"image is {width}x{height} pixels; the limit is {limits.max_pixels} pixels"
+                )
+            image.load()
+    except ImageDecodeError:
+        raise
+    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageDecodeError(f"not a supported image: {exc}") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageDecodeError(f"corrupt or truncated image: {exc}") from None
+    if min(image.size) < limits.min_side:
+        raise ImageDecodeError(
+            f"image is {image.size[0]}x{image.size[1]} pixels; each side must be >= {limits.min_side}"
+        )
+    image = ImageOps.exif_transpose(image)
+    return to_rgb(image)
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """RGB with any transparency composited on white."""
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def _resize_shortest(image: Image.Image, size: int, resample: Image.Resampling) -> Image.Image:
+    # torchvision.transforms.functional.resize with an int: shorter side -> size, longer side truncated.
+    width, height = image.size
+    short, long = (width, height) if width <= height else (height, width)
+    if short == size:
+        return image
+    new_short, new_long = size, int(size * long / short)
+    new_w, new_h = (new_short, new_long) if width <= height else (new_long, new_short)
+    return image.resize((new_w, new_h), resample)
+
+
+def _center_crop(image: Image.Image, size: tuple[int, int], fill: int = 0) -> Image.Image:
+    # torchvision.transforms.functional.center_crop: pad if smaller, then round((dim - crop) / 2).
+    crop_h, crop_w = size
+    width, height = image.size
+    if crop_w > width or crop_h > height:
+        pad_l = (crop_w - width) // 2 if crop_w > width else 0
+        pad_t = (crop_h - height) // 2 if crop_h > height else 0
+        pad_r = (crop_w - width + 1) // 2 if crop_w > width else 0
+        pad_b = (crop_h - height + 1) // 2 if crop_h > height else 0
+        padded = Image.new(image.mode, (width + pad_l + pad_r, height + pad_t + pad_b), fill)
+        padded.paste(image, (pad_l, pad_t))
+        image = padded
+        width, height = image.size
+        if crop_w == width and crop_h == height:
+            return image
+    top = int(round((height - crop_h) / 2.0))
+    left = int(round((width - crop_w) / 2.0))
+    return image.crop((left, top, left + crop_w, top + crop_h))
+
+
+def _resize_longest(image: Image.Image, size: tuple[int, int], resample: Image.Resampling) -> Image.Image:
+    # open_clip ResizeKeepRatio(longest=1): scale so the image fits inside `size`.
+    width, height = image.size
+    ratio = max(height / size[0], width / size[1])
+    new_h, new_w = round(height / ratio), round(width / ratio)
+    return image.resize((new_w, new_h), resample)
+
+
+def resize_and_crop(image: Image.Image, spec: ImageSpec) -> Image.Image:
+    """The geometric part of the transform (PIL in, PIL out)."""
+    resample = _PIL_RESAMPLE[spec.interpolation]
+    height, width = spec.size
+    if spec.resize_mode == "squash":
+        return image.resize((width, height), resample)
+    if spec.resize_mode == "longest":
+        return _center_crop(_resize_longest(image, spec.size, resample), spec.size, spec.fill_color)
+    if height != width:
+        # open_clip ResizeKeepRatio(longest=0) for a non-square target.
+        w0, h0 = image.size
+        ratio = min(h0 / height, w0 / width)
+        image = image.resize((round(w0 / ratio), round(h0 / ratio)), resample)
+    else:
+        image = _resize_shortest(image, height, resample)
+    return _center_crop(image, spec.size)
+
+
+def preprocess_images(images: Iterable[Image.Image], spec: ImageSpec) -> np.ndarray:
+    """PIL images -> float32 NCHW batch, normalized for the model."""
+    mean = np.asarray(spec.mean, dtype=np.float32).reshape(3, 1, 1)
+    std = np.asarray(spec.std, dtype=np.float32).reshape(3, 1, 1)
+    arrays = []
+    for image in images:
+        pixels = resize_and_crop(image, spec).convert("RGB")
+        chw = np.asarray(pixels, dtype=np.float32).transpose(2, 0, 1) / np.float32(255.0)
+        arrays.append((chw - mean) / std)
+    if not arrays:
+        return np.zeros((0, 3, *spec.size), dtype=np.float32)
+    return np.ascontiguousarray(np.stack(arrays), dtype=np.float32)
+
+
+def preprocess_bytes(blobs: Sequence[bytes], spec: ImageSpec, limits: ImageLimits = ImageLimits()) -> np.ndarray:
+    """Untrusted bytes -> model batch; raises ImageDecodeError naming the first bad item."""
+    images = []
+    for index, blob in enumerate(blobs):
+        try:
+            images.append(decode_image(blob, limits))
+        except ImageDecodeError as exc:
+            raise ImageDecodeError(f"image {index}: {exc}") from None
+    return preprocess_images(images, spec)
+
+
