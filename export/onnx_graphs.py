@@ -26,7 +26,9 @@ def export_module(
     """torch -> ONNX with the TorchScript exporter (predictable names and dynamic axes), then checked."""
     path.parent.mkdir(parents=True, exist_ok=True)
     module.eval()
-    with torch.no_grad(), warnings.catch_warnings():
+    # Grad stays enabled while tracing: under no_grad, nn.MultiheadAttention takes its fused fast
+    # path (aten::_native_multi_head_attention), which has no ONNX symbolic.
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
             module,
@@ -40,6 +42,21 @@ def export_module(
             dynamo=False,
         )
     onnx.checker.check_model(str(path))
+
+
+def fix_dims(path: Path, dims: Mapping[str, Sequence[int]]) -> None:
+    """Write static dims the tracer left symbolic (e.g. the embedding width) into the graph's outputs."""
+    model = onnx.load(str(path))
+    for output in model.graph.output:
+        if output.name in dims:
+            for dim, value in zip(output.type.tensor_type.shape.dim, dims[output.name]):
+                if value > 0:
+                    dim.Clear()
+                    dim.dim_value = value
+                else:
+                    dim.dim_param = dim.dim_param or "batch"
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
 
 
 def tensor_specs(path: Path) -> tuple[list[dict], list[dict]]:

@@ -154,10 +154,11 @@ def resize_and_crop(image: Image.Image, spec: ImageSpec) -> Image.Image:
     if spec.resize_mode == "longest":
         return _center_crop(_resize_longest(image, spec.size, resample), spec.size, spec.fill_color)
     if height != width:
-        # open_clip ResizeKeepRatio(longest=0) for a non-square target.
+        # open_clip ResizeKeepRatio(longest=0) for a non-square target; open_clip builds it without
+        # its interpolation argument, so it is always bicubic there, and so it is here.
         w0, h0 = image.size
         ratio = min(h0 / height, w0 / width)
-        image = image.resize((round(w0 / ratio), round(h0 / ratio)), resample)
+        image = image.resize((round(w0 / ratio), round(h0 / ratio)), Image.Resampling.BICUBIC)
     else:
         image = _resize_shortest(image, height, resample)
     return _center_crop(image, spec.size)

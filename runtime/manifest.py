@@ -88,6 +88,8 @@ class Manifest:
 
     def graph_path(self, name: str, variant: str = "fp32") -> Path:
         entry = self.model(name)
+        if variant not in VARIANT_FILES:
+            raise ManifestError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANT_FILES)}")
         if variant != "fp32":
             variants = entry.get("variants", {})
             if variant not in variants:
