@@ -28,7 +28,11 @@ def build_parser() -> argparse.ArgumentParser:
             "check parity against PyTorch, and write graphs + manifest.json into a Triton model repository."
         ),
     )
-    parser.add_argument("--preset", default="tiny", help=f"model preset: {', '.join(preset_names())} (default: tiny)")
+    parser.add_argument(
+        "--preset",
+        default="tiny",
+        help=f"model preset: {', '.join(preset_names())}, or 'auto' (base where the model hub is reachable, else tiny) (default: tiny)",
+    )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"model repository to write (default: {DEFAULT_OUT})")
     parser.add_argument("--clip-arch", help="open_clip architecture name, overrides the preset (e.g. ViT-B-16)")
     parser.add_argument(
@@ -48,6 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
     """The preset with command-line overrides applied."""
+    if args.preset == "auto":
+        from export.hub import hub_reachable
+
+        args.preset = "base" if hub_reachable() else "tiny"
+        if args.preset == "tiny":
+            print("[export] model hub unreachable: using the offline 'tiny' preset (random weights)", file=sys.stderr)
     preset = load_preset(args.preset)
     clip = preset["clip"]
     if args.clip_arch:
