@@ -1,47 +1,125 @@
-"""Main-job smoke run until the gateway lands: embed real photos and queries from the exported repository.
+"""The main job's second half: a gateway on Milvus Lite, driven by the client CLI as a user would.
 
-Shows the system's current end-to-end path (shared preprocessing -> ONNX Runtime -> normalized
-CLIP space) on real images shipped with scikit-image, and prints what it did.
+Starts `python -m gateway` (local ONNX Runtime backend, Milvus Lite file under data/main_job) on a
+free 127.0.0.1 port, waits for health SERVING, then runs `python -m client` to index a sample
+catalog of real product photos (Fashion-MNIST), search it a few ways, describe a photo, and run a
+short load test; finally stops the gateway (also on Ctrl-C or an error).
 """
 from __future__ import annotations
 
+import argparse
+import json
+import os
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from runtime.clip import ClipEncoder  # noqa: E402
-from runtime.manifest import Manifest  # noqa: E402
-
-QUERIES = ["an astronaut", "a cat", "a cup of coffee", "a rocket launch"]
+from client.sync import SearchClient  # noqa: E402
 
 
-def main(repository: str) -> int:
-    from skimage import data
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
-    manifest = Manifest.load(repository)
-    manifest.verify_checksums()
-    encoder = ClipEncoder(manifest)
-    photos = {name: Image.fromarray(getattr(data, name)()) for name in ("astronaut", "chelsea", "coffee", "rocket")}
-    started = time.perf_counter()
-    image_vectors = encoder.embed_images(list(photos.values()))
-    text_vectors = encoder.embed_texts(QUERIES)
-    elapsed = (time.perf_counter() - started) * 1000
-    print(f"model repository: {repository} (preset {manifest.data['preset']}, CLIP {manifest.clip['arch']}, dim {manifest.embed_dim})")
-    print(f"embedded {len(photos)} photos and {len(QUERIES)} queries in {elapsed:.0f} ms with ONNX Runtime")
-    scores = text_vectors @ image_vectors.T
-    names = list(photos)
-    for query, row in zip(QUERIES, scores):
-        best = int(np.argmax(row))
-        print(f"  query {query!r:<20} -> best photo {names[best]!r} (cosine {row[best]:+.3f})")
-    if manifest.data["preset"] == "tiny":
-        print("note: the tiny preset has random weights, so these matches are arbitrary; the base preset gives real ones")
+
+def cli(*args: str, address: str) -> None:
+    command = [sys.executable, "-m", "client", *args, "--address", address]
+    print(f"\n$ mmsearch {' '.join(shlex.quote(a) for a in args)}", flush=True)
+    subprocess.run(command, cwd=ROOT, check=True)
+
+
+def start_gateway(repository: Path, data: Path, port: int) -> subprocess.Popen:
+    log = (data / "gateway.log").open("w")
+    command = [sys.executable, "-m", "gateway", "--host", "127.0.0.1", "--port", str(port), "--metrics-port", "0",
+               "--backend", "local", "--model-repository", str(repository), "--store-uri", str(data / "products.db")]
+    print(f"[demo] starting the gateway on 127.0.0.1:{port} (log: {data / 'gateway.log'})", flush=True)
+    process = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    (data / "gateway.pid").write_text(str(process.pid))  # run.sh's EXIT trap stops it if this script is killed
+    return process
+
+
+def stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    """SIGTERM (from run.sh) and SIGINT end the demo like Ctrl-C: the gateway is stopped in `finally`."""
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def _preset(repository: Path) -> str:
+    try:
+        return json.loads((repository / "manifest.json").read_text()).get("preset", "")
+    except (OSError, ValueError):
+        return ""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model-repository", type=Path, default=ROOT / "model_repository")
+    parser.add_argument("--data", type=Path, default=ROOT / "data" / "main_job", help="catalog, Milvus Lite file, reports (recreated)")
+    parser.add_argument("--products", type=int, default=int(os.environ.get("MM_SAMPLE_SIZE", "200")))
+    parser.add_argument("--load-seconds", type=float, default=5.0)
+    args = parser.parse_args(argv)
+
+    shutil.rmtree(args.data, ignore_errors=True)
+    args.data.mkdir(parents=True)
+    subprocess.run([sys.executable, "-m", "client.sample_catalog", "--out", str(args.data / "catalog"), "-n", str(args.products)],
+                   cwd=ROOT, check=True)
+    catalog = args.data / "catalog" / "catalog.jsonl"
+    rows = [json.loads(line) for line in catalog.read_text().splitlines()]
+    by_category = {row["category"]: row for row in rows}
+
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    gateway = start_gateway(args.model_repository, args.data, port)
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
+    try:
+        started = time.monotonic()
+        with SearchClient(address) as client:
+            client.wait_until_serving(timeout=600)
+        print(f"[demo] gateway SERVING after {time.monotonic() - started:.1f}s", flush=True)
+        cli("index", str(catalog), "--no-progress", address=address)
+        cli("search", "black leather ankle boots", "--top-k", "5", address=address)
+        cli("search", "summer dress", "--category", "Dress", "--price-max", "80", "--top-k", "5", address=address)
+        some = by_category.get("Sneaker") or rows[0]
+        cli("search", "--image", str(catalog.parent / some["image"]), "--top-k", "5", address=address)
+        cli("search", "in red", "--image", str(catalog.parent / some["image"]), "--top-k", "5", "--weights", "image=0.6,title=0.3,caption=0.1", address=address)
+        cli("describe", str(catalog.parent / (by_category.get("Bag") or rows[0])["image"]), address=address)
+        cli("load", "--concurrency", "1", "4", "16", "--duration", str(args.load_seconds), "--catalog", str(catalog),
+            "--json", str(args.data / "load.json"), "--csv", str(args.data / "load.csv"), "--plot", str(args.data / "load.png"),
+            address=address)
+        if _preset(args.model_repository) == "tiny":
+            print("\n[demo] note: the offline tiny preset has random weights, so these rankings, captions and tags are "
+                  "arbitrary; the real preset (where the model hub is reachable) gives meaningful ones", flush=True)
+    except subprocess.CalledProcessError as error:
+        print(f"[demo] step failed (exit {error.returncode}); gateway log: {args.data / 'gateway.log'}", file=sys.stderr)
+        return 1
+    except (KeyboardInterrupt, TimeoutError) as error:
+        print(f"[demo] stopped: {error or 'interrupted'}", file=sys.stderr)
+        return 130
+    finally:
+        stop(gateway)
+        (args.data / "gateway.pid").unlink(missing_ok=True)
+        print("[demo] gateway stopped", flush=True)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1] if len(sys.argv) > 1 else "model_repository"))
+    sys.exit(main())

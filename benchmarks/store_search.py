@@ -1,0 +1,294 @@
+"""Store and gateway benchmark: Milvus Lite with the gateway's real schema at 100k products.
+
+Part 1 (store): 100,000 products with dim-512 channel vectors shaped like real embeddings (a
+Gaussian mixture around a few hundred unit centres; title/caption vectors near the image's),
+inserted through gateway.store.MilvusStore (the gateway's code path). Reports the insert rate;
+search p50/p95/p99 with and without filters; recall@10 of the index against exact search
+(numpy brute force on the same vectors and the same filter); for fused and multi_vector mode.
+Filters: a category (5% of products, correlated with the query's cluster, the hard case for an
+IVF index), a price range (30%, uncorrelated), in-stock (90%), a brand (1%, uncorrelated).
+
+Part 2 (gateway, optional with --model-repository): a real `python -m gateway` subprocess on a
+small catalog; gateway overhead = end-to-end latency inside the gateway minus backend (inference)
+and store time, from the `server-timing` trailing metadata; also the client-observed latency
+minus the same, which adds gRPC transport and the Python client.
+
+    python benchmarks/store_search.py --out docs/bench/store_search.json
+    python benchmarks/store_search.py --n 100000 --model-repository /tmp/repo --out ...
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from gateway import fusion  # noqa: E402
+from gateway.filters import ProductFilter  # noqa: E402
+from gateway.store import CHANNEL_FIELDS, FUSED_FIELD, MilvusConfig, MilvusStore  # noqa: E402
+
+WEIGHTS = {"image": 0.5, "title": 0.3, "caption": 0.2}
+
+
+def percentiles(ms: list[float]) -> dict[str, float]:
+    a = np.asarray(ms)
+    return {f"p{q}": round(float(np.percentile(a, q)), 3) for q in (50, 95, 99)}
+
+
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def make_catalog(n: int, dim: int, centres: int, seed: int = 0) -> dict:
+    """Clustered channel vectors (cosine to own centre ~0.8, like CLIP neighbours) and scalar fields."""
+    rng = np.random.default_rng(seed)
+    c = unit_rows(rng.normal(size=(centres, dim)))
+    label = rng.integers(0, centres, n)
+    noise = 0.75 / np.sqrt(dim)
+
+    def around(base):
+        return unit_rows(base + rng.normal(scale=noise, size=base.shape).astype(np.float32))
+
+    image = around(c[label])
+    title = around(image)
+    caption = around(image)
+    fused = fusion.fuse({"image": image, "title": title, "caption": caption}, WEIGHTS)
+    return {
+        "centres": c,
+        "label": label,
+        "image": image,
+        "title": title,
+        "caption": caption,
+        "fused": fused,
+        "category": np.array([f"cat{l % 20}" for l in label]),
+        "brand": np.array([f"brand{b}" for b in rng.integers(0, 100, n)]),
+        "price": rng.uniform(1, 500, n).round(2),
+        "in_stock": rng.random(n) < 0.9,
+        "noise": noise,
+    }
+
+
+def rows_of(cat: dict, start: int, stop: int) -> list[dict]:
+    return [
+        {
+            "id": f"p{i}",
+            "title": f"product {i}",
+            "description": "",
+            "category": str(cat["category"][i]),
+            "brand": str(cat["brand"][i]),
+            "price": float(cat["price"][i]),
+            "in_stock": bool(cat["in_stock"][i]),
+            "caption": "",
+            "image_uri": "",
+            "meta": {"tags": [], "attributes": {}},
+            CHANNEL_FIELDS["image"]: cat["image"][i],
+            CHANNEL_FIELDS["title"]: cat["title"][i],
+            CHANNEL_FIELDS["caption"]: cat["caption"][i],
+            FUSED_FIELD: cat["fused"][i],
+        }
+        for i in range(start, stop)
+    ]
+
+
+def queries(cat: dict, count: int, seed: int = 1) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    base = cat["centres"][rng.integers(0, len(cat["centres"]), count)]
+    return unit_rows(base + rng.normal(scale=cat["noise"], size=base.shape).astype(np.float32))
+
+
+FILTERS = {
+    "none": (ProductFilter(), lambda c: None),
+    "category (5%, correlated)": (ProductFilter(categories=["cat3"]), lambda c: c["category"] == "cat3"),
+    "price<=150 (30%)": (ProductFilter(max_price=150.0), lambda c: c["price"] <= 150.0),
+    "in_stock (90%)": (ProductFilter(in_stock=True), lambda c: c["in_stock"]),
+    "brand (1%)": (ProductFilter(brands=["brand7"]), lambda c: c["brand"] == "brand7"),
+}
+
+
+def exact_top(matrix: np.ndarray, q: np.ndarray, mask, k: int = 10) -> list[int]:
+    sims = matrix @ q
+    if mask is not None:
+        sims = np.where(mask, sims, -np.inf)
+    top = np.argpartition(-sims, k)[:k]
+    return [int(i) for i in top[np.argsort(-sims[top])] if np.isfinite(sims[i])]
+
+
+def bench_store(args) -> dict:
+    cat = make_catalog(args.n, args.dim, args.centres)
+    work = Path(tempfile.mkdtemp(prefix="store_bench_"))
+    store = MilvusStore(MilvusConfig(uri=str(work / "bench.db"), collection="products", dim=args.dim, timeout_s=60,
+                                     index_type=args.index_type, filtered_limit=args.filtered_limit,
+                                     overfetch_below=args.overfetch_below))
+    store.connect()
+    from concurrent.futures import ThreadPoolExecutor
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(args.insert_threads) as pool:  # rows are built while earlier batches are stored
+        list(pool.map(lambda s: store.upsert(rows_of(cat, s, min(args.n, s + args.batch))), range(0, args.n, args.batch)))
+    insert_s = time.perf_counter() - started
+    report: dict = {"n": args.n, "dim": args.dim, "centres": args.centres, "index_type": args.index_type,
+                    "insert": {"rows_per_s": round(args.n / insert_s, 1), "seconds": round(insert_s, 2), "batch": args.batch,
+                               "threads": args.insert_threads, "vector_fields": 4}}
+    print(f"[store] inserted {args.n} rows in {insert_s:.1f}s: {args.n / insert_s:.0f} rows/s", flush=True)
+    cos_to_centre = float(np.mean(np.sum(cat["image"][:5000] * cat["centres"][cat["label"][:5000]], axis=1)))
+    report["data"] = {"mean_cos_image_to_centre": round(cos_to_centre, 3)}
+    qs = queries(cat, args.queries)
+    for q in qs[:10]:  # warm-up
+        store.search(q, 10, ProductFilter(), output_vectors=False)
+
+    counts = {}
+    for name, (flt, _) in FILTERS.items():
+        if flt.expression():
+            ms = []
+            for _ in range(20):
+                t = time.perf_counter()
+                store._count_expression(flt.expression())
+                ms.append((time.perf_counter() - t) * 1000)
+            counts[name] = percentiles(ms)
+    report["count_query_ms_uncached"] = counts
+    print(f"[store] count(*) per filter (uncached): {counts}", flush=True)
+
+    results = []
+    for limit in args.filtered_limits:
+        store.config.filtered_limit = limit
+        for name, (flt, mask_of) in FILTERS.items():
+            if name == "none" and limit != args.filtered_limits[0]:
+                continue
+            mask = mask_of(cat)
+            for vectors in (False, True):
+                latencies, recalls = [], []
+                for q in qs:
+                    t = time.perf_counter()
+                    hits, plan = store.search(q, 10, flt, output_vectors=vectors)
+                    latencies.append((time.perf_counter() - t) * 1000)
+                    truth = exact_top(cat["fused"], q, mask)
+                    got = [int(h.id[1:]) for h in hits]
+                    recalls.append(len(set(got) & set(truth)) / max(1, len(truth)))
+                row = {"mode": "fused", "filter": name, "limit_asked": plan.limit, "filtered_limit": limit, "output_vectors": vectors,
+                       **percentiles(latencies), "recall@10": round(float(np.mean(recalls)), 3)}
+                results.append(row)
+                print(f"[store] {row}", flush=True)
+
+    store.config.filtered_limit = args.filtered_limits[0]
+    channels = {c: cat[c] for c in fusion.CHANNELS}
+    for combine in ("weighted", "rrf"):
+        latencies, recalls = [], []
+        for q in qs:
+            t = time.perf_counter()
+            hits = store.multi_search(q, WEIGHTS, combine, 60, 10, ProductFilter())
+            latencies.append((time.perf_counter() - t) * 1000)
+            if combine == "weighted":
+                total = sum(WEIGHTS[c] * (channels[c] @ q) for c in fusion.CHANNELS)
+                truth = list(np.argsort(-total)[:10])
+                recalls.append(len({int(h.id[1:]) for h in hits} & {int(i) for i in truth}) / 10)
+        row = {"mode": f"multi_vector ({combine}, hybrid_search)", "filter": "none", "output_vectors": True, **percentiles(latencies)}
+        if recalls:
+            row["recall@10"] = round(float(np.mean(recalls)), 3)
+        results.append(row)
+        print(f"[store] {row}", flush=True)
+    report["search"] = results
+    store.close()
+    shutil.rmtree(work, ignore_errors=True)
+    return report
+
+
+def bench_gateway(args) -> dict:
+    """Gateway overhead from server-timing, on a small catalog (tiny models: inference is cheap)."""
+    import grpc
+
+    from retrieval.v1 import retrieval_pb2 as pb
+    from retrieval.v1 import retrieval_pb2_grpc as pb_grpc
+    from tests.gateway_fixtures import free_port, png, wait_health
+    from gateway.metrics import parse_server_timing
+
+    work = Path(tempfile.mkdtemp(prefix="gateway_bench_"))
+    port, metrics = free_port(), free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    log = open(work / "gateway.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "gateway", "--port", str(port), "--metrics-port", str(metrics),
+                             "--model-repository", str(args.model_repository), "--store-uri", str(work / "g.db")],
+                            cwd=str(ROOT), env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        wait_health(channel, 1, timeout=120, proc=proc)
+        stub = pb_grpc.RetrievalStub(channel)
+        products = [pb.Product(id=f"g{i}", image=png(i), title=f"product {i}", category=f"cat{i % 20}", price=float(i % 500))
+                    for i in range(args.gateway_catalog)]
+        t = time.perf_counter()
+        response = stub.UpsertProducts(iter(pb.UpsertProductsRequest(product=p) for p in products), timeout=600)
+        upsert_s = time.perf_counter() - t
+        assert response.ok == len(products), response.results[:3]
+        out = {"catalog": len(products), "upsert_items_per_s_end_to_end": round(len(products) / upsert_s, 1), "search": []}
+        cases = {
+            "text": pb.SearchRequest(text="a red product", top_k=10),
+            "text+filter": pb.SearchRequest(text="a red product", top_k=10, filters=pb.Filters(max_price=150)),
+            "image": pb.SearchRequest(image=png(7), top_k=10),
+        }
+        for name, request in cases.items():
+            for _ in range(20):
+                stub.Search(request)
+            inside, client, totals = [], [], []
+            for _ in range(args.gateway_queries):
+                t = time.perf_counter()
+                _, call = stub.Search.with_call(request)
+                wall = (time.perf_counter() - t) * 1000
+                timing = parse_server_timing(dict(call.trailing_metadata())["server-timing"])
+                deps = timing["inference"] + timing["store"]
+                inside.append(timing["total"] - deps)
+                client.append(wall - deps)
+                totals.append(timing["total"])
+            row = {"query": name, "gateway_overhead_ms": percentiles(inside), "client_observed_overhead_ms": percentiles(client),
+                   "gateway_total_ms": percentiles(totals)}
+            out["search"].append(row)
+            print(f"[gateway] {row}", flush=True)
+        return out
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+        log.close()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=100_000)
+    parser.add_argument("--dim", type=int, default=512)
+    parser.add_argument("--centres", type=int, default=300)
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--batch", type=int, default=1000)
+    parser.add_argument("--insert-threads", type=int, default=1, help="concurrent upsert calls")
+    parser.add_argument("--index-type", default="IVF_FLAT", choices=["IVF_FLAT", "FLAT", "AUTOINDEX"])
+    parser.add_argument("--filtered-limit", type=int, default=1000)
+    parser.add_argument("--filtered-limits", type=int, nargs="+", default=[4000])
+    parser.add_argument("--overfetch-below", type=float, default=0.2)
+    parser.add_argument("--model-repository", type=Path, help="also measure gateway overhead on this repository")
+    parser.add_argument("--gateway-catalog", type=int, default=500)
+    parser.add_argument("--gateway-queries", type=int, default=300)
+    parser.add_argument("--skip-store", action="store_true")
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args(argv)
+    report = {"machine": {"cpus": os.cpu_count(), "load_avg_at_start": os.getloadavg()}}
+    if not args.skip_store:
+        report["store"] = bench_store(args)
+    if args.model_repository:
+        report["gateway"] = bench_gateway(args)
+    text = json.dumps(report, indent=2)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

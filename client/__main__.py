@@ -1,0 +1,6 @@
+"""`python -m client ...` runs the mmsearch CLI."""
+import sys
+
+from client.cli import main
+
+sys.exit(main())

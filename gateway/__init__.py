@@ -1,0 +1,1 @@
+"""The gRPC gateway: validation, inference backends, fusion, typed filters, Milvus store, metrics."""

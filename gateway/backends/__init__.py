@@ -1,0 +1,1 @@
+"""Inference backends: `local` (ONNX Runtime in-process) and `triton` (tritonclient gRPC aio)."""

@@ -1,0 +1,149 @@
+"""The gateway's dependencies in one object: settings, inference backend, store, tagger, health.
+
+RPC logic (search.py, ingest.py, products.py, describe.py) takes a Core and plain proto messages,
+so it runs in tests without a socket. Store calls are blocking pymilvus calls: they run in a
+dedicated thread pool. A background probe marks health NOT_SERVING while the backend or the
+store is down and reconnects them, so the gateway recovers without a restart.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable
+
+from gateway.backends.base import InferenceBackend, create_backend
+from gateway.errors import Unavailable
+from gateway.metrics import DEPENDENCY_UP
+from gateway.settings import Settings
+from gateway.store import MilvusConfig, MilvusStore
+from gateway.tagger import Tagger
+
+log = logging.getLogger("gateway.core")
+
+
+class Core:
+    def __init__(self, settings: Settings, backend: InferenceBackend | None = None, store: MilvusStore | None = None) -> None:
+        self.settings = settings
+        self.backend = backend or create_backend(settings)
+        self.store = store
+        self.tagger: Tagger | None = None
+        self._store_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="store")
+        self.backend_up = False
+        self.store_up = False
+        self._on_health: list[Callable[[bool], None]] = []
+        self._probe_task: asyncio.Task | None = None
+        self._lock = asyncio.Lock()
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Best effort: a dependency that is down now is retried by the probe."""
+        await self.probe()
+        self._probe_task = asyncio.create_task(self._probe_loop())
+
+    async def close(self) -> None:
+        if self._probe_task:
+            self._probe_task.cancel()
+        await self.backend.close()
+        if self.store is not None:
+            await self.run_store(self.store.close)
+        self._store_pool.shutdown(wait=False, cancel_futures=True)
+
+    def on_health(self, callback: Callable[[bool], None]) -> None:
+        self._on_health.append(callback)
+
+    @property
+    def serving(self) -> bool:
+        return self.backend_up and self.store_up
+
+    async def _probe_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.probe_interval_s)
+            try:
+                await self.probe()
+            except Exception:  # noqa: BLE001 - the probe must never die
+                log.exception("health probe failed")
+
+    async def probe(self) -> bool:
+        """Check (and connect) both dependencies; update health."""
+        async with self._lock:
+            self.backend_up = await self._probe_backend()
+            self.store_up = await self._probe_store()
+        DEPENDENCY_UP.labels("backend").set(int(self.backend_up))
+        DEPENDENCY_UP.labels("store").set(int(self.store_up))
+        self._notify(self.serving)
+        return self.serving
+
+    async def _probe_backend(self) -> bool:
+        try:
+            if not self.backend.dim:
+                await self.backend.start()
+            if not await self.backend.ping():
+                return False
+            if self.tagger is None:
+                cache = Path(self.settings.model_repository) / ".cache" if self.settings.backend == "local" else Path("data/cache")
+                self.tagger = await Tagger.build(self.backend.embed_texts, cache)
+            return True
+        except Exception as exc:  # noqa: BLE001
+            log.warning("backend %s is down: %s", self.backend.name, exc)
+            return False
+
+    async def _probe_store(self) -> bool:
+        if self.store is None:
+            if not self.backend.dim:
+                return False
+            self.store = MilvusStore(self._store_config(self.backend.dim))
+        return await self.run_store(self.store.ping)
+
+    def _store_config(self, dim: int) -> MilvusConfig:
+        s = self.settings
+        return MilvusConfig(
+            uri=s.store_uri,
+            collection=s.collection,
+            dim=dim,
+            token=s.store_token,
+            timeout_s=s.store_timeout_s,
+            index_type=s.index_type,
+            nlist=s.nlist,
+            nprobe=s.nprobe,
+            filtered_limit=s.filtered_limit,
+            overfetch_below=s.overfetch_below,
+            count_cache_s=s.count_cache_s,
+            multi_vector_candidates=s.multi_vector_candidates,
+        )
+
+    # -- helpers for the RPC logic -------------------------------------------------------------
+    async def run_store(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._store_pool, fn, *args)
+
+    def require_store(self) -> MilvusStore:
+        if self.store is None:
+            raise Unavailable("store is not connected yet (the inference backend is not up)")
+        return self.store
+
+    def require_tagger(self) -> Tagger:
+        if self.tagger is None:
+            raise Unavailable(f"inference backend {self.backend.name} is not up yet")
+        return self.tagger
+
+    async def guard_backend(self, awaitable):
+        """Await a backend call; transport failures mark the backend down (health follows)."""
+        try:
+            return await awaitable
+        except Unavailable:
+            self.backend_up = False
+            self._notify(False)
+            raise
+
+    async def guard_store(self, fn: Callable[..., Any], *args: Any) -> Any:
+        try:
+            return await self.run_store(fn, *args)
+        except Unavailable:
+            self.store_up = False
+            self._notify(False)
+            raise
+
+    def _notify(self, serving: bool) -> None:
+        for callback in self._on_health:
+            callback(serving)

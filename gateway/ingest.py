@@ -1,0 +1,230 @@
+"""UpsertProducts: validate items, run the models in batches, fuse, and store; one result per item.
+
+Items are processed in batches of `max_batch` as the stream arrives: image embeddings, title
+embeddings, BLIP captions, interrogator tags and caption embeddings are each one backend call
+per batch. An item is acknowledged OK only after the store's upsert returned (Milvus Lite has
+then persisted it). A bad item is INVALID with a reason and does not stop the others. If the
+backend or the store goes down, the RPC fails with UNAVAILABLE; items acknowledged before are
+stored, and a retry is safe because upsert is idempotent by id.
+"""
+from __future__ import annotations
+
+import asyncio
+import math
+from dataclasses import dataclass
+from typing import AsyncIterator
+
+import numpy as np
+
+from gateway import fusion
+from gateway.core import Core
+from gateway.errors import INVALID_INPUT_ERRORS, InvalidInput, Unavailable
+from gateway.metrics import UPSERT_ITEMS, StageTimer
+from gateway.store import CHANNEL_FIELDS, FUSED_FIELD, MAX_LENGTHS
+from gateway.validation import check_id, check_image
+from preprocessing.image import ImageLimits, decode_image
+from retrieval.v1 import retrieval_pb2 as pb
+
+MAX_TAGS = 64
+MAX_ATTRIBUTES = 64
+
+
+class StorePipeline:
+    """Up to `depth` store upserts in flight while the next batch runs the models.
+
+    A batch that shares an id with a batch in flight waits for it, so a later copy of an id still
+    wins. Two concurrent upserts keep Milvus Lite's two cores busy (benchmarks/store_search.py:
+    about 1.7x the rows/s of one at a time).
+    """
+
+    def __init__(self, depth: int = 2) -> None:
+        self.depth = max(1, depth)
+        self.pending: list[tuple[asyncio.Task, frozenset[str]]] = []
+
+    async def submit(self, job, ids: frozenset[str]) -> None:
+        try:
+            while self.pending and (len(self.pending) >= self.depth or any(ids & other for _, other in self.pending)):
+                task, _ = self.pending.pop(0)
+                await task
+        except BaseException:
+            job.close()  # never started
+            raise
+        self.pending.append((asyncio.create_task(job), ids))
+
+    async def drain(self) -> None:
+        while self.pending:
+            task, _ = self.pending.pop(0)
+            await task
+
+    async def settle(self) -> None:
+        """Wait for the jobs in flight, ignoring their errors (used when the stream already failed)."""
+        tasks, self.pending = [t for t, _ in self.pending], []
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+@dataclass
+class Item:
+    index: int
+    product: pb.Product
+    result: pb.UpsertResult
+
+
+def validate_product(product: pb.Product, core: Core) -> None:
+    """Raise InvalidInput naming the field; decodes the image (cheap next to the models)."""
+    check_id(product.id, "product.id")
+    if not product.image:
+        raise InvalidInput("product.image is empty: every product needs an image")
+    check_image(product.image, core.settings, "product.image")
+    for name in ("title", "description", "category", "brand", "image_uri"):
+        value = getattr(product, name)
+        if len(value) > MAX_LENGTHS[name]:
+            raise InvalidInput(f"product.{name} is {len(value)} characters; the limit is {MAX_LENGTHS[name]}")
+    if product.HasField("price") and (not math.isfinite(product.price) or product.price < 0):
+        raise InvalidInput(f"product.price must be a finite number >= 0, got {product.price}")
+    if len(product.tags) > MAX_TAGS or len(product.attributes) > MAX_ATTRIBUTES:
+        raise InvalidInput(f"product has more than {MAX_TAGS} tags or {MAX_ATTRIBUTES} attributes")
+    decode_image(product.image, ImageLimits(max_bytes=core.settings.max_image_bytes))
+
+
+async def upsert_stream(core: Core, requests: AsyncIterator[pb.UpsertProductsRequest], timer: StageTimer) -> pb.UpsertProductsResponse:
+    results: list[pb.UpsertResult] = []
+    pipeline = StorePipeline(core.settings.store_concurrency)
+    try:
+        return await _upsert(core, requests, timer, results, pipeline)
+    except Unavailable as exc:
+        await pipeline.settle()  # so that the count of stored items is final
+        stored = sum(1 for r in results if r.status == pb.ITEM_STATUS_OK)
+        raise Unavailable(f"{exc} ({stored} earlier items were stored; resending them is safe)") from exc
+    except BaseException:
+        await pipeline.settle()
+        raise
+
+
+async def _upsert(
+    core: Core, requests: AsyncIterator[pb.UpsertProductsRequest], timer: StageTimer, results: list, pipeline: StorePipeline
+) -> pb.UpsertProductsResponse:
+    batch: list[Item] = []
+    index = 0
+    async for request in requests:
+        product = request.product
+        item = Item(index, product, pb.UpsertResult(id=product.id, index=index))
+        index += 1
+        results.append(item.result)
+        if any(other.product.id == product.id for other in batch):
+            await process_batch(core, batch, timer, pipeline)  # the later copy of an id wins
+            batch = []
+        batch.append(item)
+        if len(batch) >= core.settings.max_batch:
+            await process_batch(core, batch, timer, pipeline)
+            batch = []
+    await process_batch(core, batch, timer, pipeline)
+    await pipeline.drain()
+    response = pb.UpsertProductsResponse()
+    for result in results:
+        if result.status == pb.ITEM_STATUS_OK:
+            response.ok += 1
+        elif result.status == pb.ITEM_STATUS_INVALID:
+            response.invalid += 1
+        else:
+            response.failed += 1
+    response.results.extend(results)  # copies: the results were filled in place above
+    return response
+
+
+async def _validate(core: Core, batch: list[Item], timer: StageTimer) -> list[Item]:
+    good = []
+    with timer.stage("preprocess"):
+        loop = asyncio.get_running_loop()
+        checks = await asyncio.gather(
+            *(loop.run_in_executor(None, validate_product, item.product, core) for item in batch), return_exceptions=True
+        )
+    for item, error in zip(batch, checks):
+        if error is None:
+            good.append(item)
+        elif isinstance(error, INVALID_INPUT_ERRORS):
+            item.result.status, item.result.reason = pb.ITEM_STATUS_INVALID, str(error)
+            UPSERT_ITEMS.labels("invalid").inc()
+        else:
+            raise error
+    return good
+
+
+async def process_batch(core: Core, batch: list[Item], timer: StageTimer, pipeline: StorePipeline) -> None:
+    """Validate and run the models for one batch, then hand the rows to the store pipeline."""
+    if not batch:
+        return
+    items = await _validate(core, batch, timer)
+    if not items:
+        return
+    settings = core.settings
+    store = core.require_store()
+    tagger = core.require_tagger()
+    products = [item.product for item in items]
+    with timer.stage("inference"):
+        images = [p.image for p in products]
+        image_vecs, title_vecs, captions = await asyncio.gather(
+            core.guard_backend(core.backend.embed_images(images)),
+            core.guard_backend(core.backend.embed_texts([fusion.title_text(p.title, p.description) or p.id for p in products])),
+            core.guard_backend(core.backend.caption(images)),
+        )
+        tag_lists = tagger.tags(image_vecs, settings.tags_per_facet, settings.tag_margin)
+        all_tags = [_merge_tags([t.term for t in tags], list(p.tags)) for tags, p in zip(tag_lists, products)]
+        caption_vecs = await core.guard_backend(
+            core.backend.embed_texts([fusion.caption_text(c, t) or p.id for c, t, p in zip(captions, all_tags, products)])
+        )
+    with timer.stage("preprocess"):
+        fused = fusion.fuse({"image": image_vecs, "title": title_vecs, "caption": caption_vecs}, settings.weights.as_dict())
+        rows = [
+            _row(p, captions[i], all_tags[i], image_vecs[i], title_vecs[i], caption_vecs[i], fused[i]) for i, p in enumerate(products)
+        ]
+    await pipeline.submit(_store_batch(core, rows, items, captions, all_tags, timer), frozenset(p.id for p in products))
+
+
+async def _store_batch(core: Core, rows: list[dict], items: list[Item], captions: list[str], all_tags: list[list[str]], timer: StageTimer) -> None:
+    """Upsert one batch; only after the store returned are its items acknowledged OK."""
+    store = core.require_store()
+    with timer.stage("store"):
+        try:
+            await core.guard_store(store.upsert, rows)
+        except (Unavailable, *INVALID_INPUT_ERRORS):
+            raise
+        except Exception as exc:  # noqa: BLE001 - the store refused this batch: report it per item
+            for item in items:
+                item.result.status, item.result.reason = pb.ITEM_STATUS_FAILED, f"store rejected the batch: {exc}"
+            UPSERT_ITEMS.labels("failed").inc(len(items))
+            return
+    for item, caption, tags in zip(items, captions, all_tags):
+        item.result.status = pb.ITEM_STATUS_OK
+        item.result.caption = caption
+        item.result.tags.extend(tags)
+    UPSERT_ITEMS.labels("ok").inc(len(items))
+
+
+def _merge_tags(model_tags: list[str], seller_tags: list[str]) -> list[str]:
+    seen, out = set(), []
+    for tag in [*model_tags, *seller_tags]:
+        tag = tag.strip()
+        if tag and tag not in seen:
+            seen.add(tag)
+            out.append(tag)
+    return out
+
+
+def _row(p: pb.Product, caption: str, tags: list[str], image, title, cap, fused) -> dict:
+    row = {
+        "id": p.id,
+        "title": p.title,
+        "description": p.description,
+        "category": p.category,
+        "brand": p.brand,
+        "price": float(p.price) if p.HasField("price") else -1.0,
+        "in_stock": p.in_stock if p.HasField("in_stock") else True,
+        "caption": caption[: MAX_LENGTHS["caption"]],
+        "image_uri": p.image_uri,
+        "meta": {"tags": tags, "attributes": dict(p.attributes)},
+        CHANNEL_FIELDS["image"]: np.asarray(image, np.float32),
+        CHANNEL_FIELDS["title"]: np.asarray(title, np.float32),
+        CHANNEL_FIELDS["caption"]: np.asarray(cap, np.float32),
+        FUSED_FIELD: np.asarray(fused, np.float32),
+    }
+    return row

@@ -1,0 +1,130 @@
+"""The gateway's one typed settings object: defaults < environment (MM_*) < command-line flags."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Annotated, Any, Literal, Sequence
+
+from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class Weights(BaseModel):
+    """Channel weights of the fused vector and of multi_vector scoring (see gateway/fusion.py)."""
+
+    image: float = Field(0.5, ge=0)
+    title: float = Field(0.3, ge=0)
+    caption: float = Field(0.2, ge=0)
+
+    @model_validator(mode="after")
+    def _not_all_zero(self) -> "Weights":
+        if self.image + self.title + self.caption <= 0:
+            raise ValueError("at least one channel weight must be > 0")
+        return self
+
+    def as_dict(self) -> dict[str, float]:
+        return {"image": self.image, "title": self.title, "caption": self.caption}
+
+
+class Settings(BaseSettings):
+    """Every knob of the gateway. Environment: MM_<FIELD> (nested: MM_WEIGHTS__IMAGE=0.6)."""
+
+    model_config = SettingsConfigDict(env_prefix="MM_", env_nested_delimiter="__", extra="ignore")
+
+    # network
+    host: str = "127.0.0.1"
+    port: int = Field(50051, ge=0, le=65535)
+    metrics_port: int = Field(9464, ge=0, le=65535, description="Prometheus /metrics; 0 = off")
+    max_message_bytes: int = 32 * 1024 * 1024
+    grace_seconds: float = 5.0
+
+    # inference
+    backend: Literal["local", "triton"] = "local"
+    model_repository: Path = Path("model_repository")
+    model_variant: Literal["fp32", "int8", "fp16"] = "fp32"
+    triton_url: str = "127.0.0.1:8001"
+    inference_timeout_s: float = 30.0
+    inference_threads: int = Field(2, ge=1, description="local backend: worker threads running ONNX Runtime")
+    caption: bool = True
+    tags_per_facet: int = Field(2, ge=0)
+    tag_margin: float = Field(0.0, description="keep a term when its cosine beats the facet's mean by this much")
+
+    # store
+    store_uri: str = "data/products.db"
+    store_token: str = ""
+    collection: str = "products"
+    store_timeout_s: float = 10.0
+    store_concurrency: int = Field(2, ge=1, le=8, description="upsert batches in flight to the store per stream")
+    index_type: Literal["AUTOINDEX", "IVF_FLAT", "FLAT", "HNSW"] = "IVF_FLAT"
+    nlist: int = 1024
+    nprobe: int = 32
+    multi_vector_candidates: int = Field(100, ge=1, le=16384, description="candidates per channel in multi_vector mode")
+    filtered_limit: int = Field(
+        4000, ge=1, le=16384, description="candidates a selective filtered search asks the index for (recall vs latency, see docs)"
+    )
+    overfetch_below: float = Field(0.2, ge=0, le=1, description="a filter matching less than this share of the catalog over-fetches")
+    count_cache_s: float = Field(30.0, ge=0, description="how long a filter's match count is reused")
+
+    # search / fusion
+    weights: Weights = Weights()
+    rrf_k: int = Field(60, ge=1)
+    text_weight: float = Field(0.5, ge=0, le=1, description="composed queries: share of the text modifier")
+    filterable_attributes: Annotated[list[str], NoDecode] = ["size", "colour", "color", "material", "gender", "season"]
+
+    # limits
+    top_k_default: int = Field(10, ge=1)
+    top_k_max: int = Field(100, ge=1)
+    max_image_bytes: int = 10 * 1024 * 1024
+    max_text_chars: int = 2000
+    max_batch: int = Field(32, ge=1, description="upsert items embedded together")
+    max_ids: int = 1000
+    max_filter_values: int = 100
+
+    # health
+    probe_interval_s: float = 2.0
+
+    @field_validator("filterable_attributes", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> "Settings":
+        if self.top_k_default > self.top_k_max:
+            raise ValueError(f"top_k_default {self.top_k_default} > top_k_max {self.top_k_max}")
+        return self
+
+    @property
+    def store_is_local_file(self) -> bool:
+        return "://" not in self.store_uri
+
+
+# Flags: one per field, dashes for underscores; nested weights as --weight-image etc.
+_FLAT_FIELDS = [name for name in Settings.model_fields if name != "weights"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m gateway",
+        description="Multi-modal product search gateway (gRPC). Every flag also reads MM_<NAME> from the environment.",
+    )
+    for name in _FLAT_FIELDS:
+        field = Settings.model_fields[name]
+        help_text = field.description or f"default: {field.default}"
+        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, default=None, help=f"{help_text} (env MM_{name.upper()})")
+    for channel in Weights.model_fields:
+        parser.add_argument(f"--weight-{channel}", dest=f"weight_{channel}", type=float, default=None, help=f"env MM_WEIGHTS__{channel.upper()}")
+    return parser
+
+
+def load_settings(argv: Sequence[str] | None = None, **overrides: Any) -> Settings:
+    """Settings from the environment, then flags in `argv`, then keyword overrides (tests)."""
+    args = vars(build_parser().parse_args(list(argv) if argv is not None else []))
+    base = Settings()
+    values: dict[str, Any] = {k: v for k, v in args.items() if v is not None and not k.startswith("weight_")}
+    weights = base.weights.as_dict()
+    weights.update({k[len("weight_"):]: v for k, v in args.items() if k.startswith("weight_") and v is not None})
+    merged = {**base.model_dump(), **values, "weights": weights, **overrides}
+    return Settings.model_validate(merged)

@@ -1,0 +1,1 @@
+"""Generated gRPC stubs of protos/retrieval (scripts/gen_protos.sh)."""

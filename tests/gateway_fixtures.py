@@ -1,0 +1,166 @@
+"""Fixtures of the gateway tests: a real `python -m gateway` subprocess on a free port, a catalog.
+
+Import the fixtures into a test module with `from tests.gateway_fixtures import *` (pytest finds
+them there). The gateway runs once per session with the local backend on the tiny export
+(`tiny_repository` of tests/conftest.py, or MM_TEST_MODEL_REPOSITORY to reuse an export) and a
+Milvus Lite file in tmp.
+"""
+from __future__ import annotations
+
+import io
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
+
+from retrieval.v1 import retrieval_pb2 as pb  # noqa: E402
+from retrieval.v1 import retrieval_pb2_grpc as pb_grpc  # noqa: E402
+
+__all__ = ["gateway_repository", "gateway", "catalog", "pb", "free_port", "png", "GatewayProcess", "start_gateway", "wait_health"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def png(seed: int, size: int = 48) -> bytes:
+    """A distinct product-like picture per seed: a coloured background with a block pattern."""
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 256, 3)
+    pixels = np.empty((size, size, 3), dtype=np.uint8)
+    pixels[:] = base
+    blocks = rng.integers(0, 256, (6, 6, 3)).astype(np.uint8)
+    pixels[:] = np.kron(blocks, np.ones((size // 6 + 1, size // 6 + 1, 1), dtype=np.uint8))[:size, :size]
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def health_status(channel: grpc.Channel, service: str = "") -> int:
+    try:
+        return health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=service), timeout=2).status
+    except grpc.RpcError:
+        return -1
+
+
+def wait_health(channel: grpc.Channel, want: int, timeout: float = 90.0, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if health_status(channel) == want:
+            return
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"gateway exited with {proc.returncode}")
+        time.sleep(0.2)
+    raise TimeoutError(f"health did not become {want} within {timeout}s")
+
+
+@dataclass
+class GatewayProcess:
+    proc: subprocess.Popen
+    address: str
+    metrics_port: int
+    store_uri: str
+    log_path: Path
+    channel: grpc.Channel = field(init=False)
+    stub: pb_grpc.RetrievalStub = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.channel = grpc.insecure_channel(self.address)
+        self.stub = pb_grpc.RetrievalStub(self.channel)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-4000:]
+
+    def stop(self) -> None:
+        self.channel.close()
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+
+
+def start_gateway(repository: Path, store_uri: str, workdir: Path, *extra: str, wait: bool = True) -> GatewayProcess:
+    port, metrics_port = free_port(), free_port()
+    log_path = workdir / f"gateway-{port}.log"
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""), "MM_ORT_THREADS": "1"}
+    args = [
+        sys.executable, "-m", "gateway",
+        "--port", str(port), "--metrics-port", str(metrics_port),
+        "--model-repository", str(repository), "--store-uri", store_uri,
+        "--probe-interval-s", "0.5", "--store-timeout-s", "3", "--inference-threads", "1",
+        *extra,
+    ]
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(args, cwd=str(workdir), env=env, stdout=log, stderr=subprocess.STDOUT)
+    gateway = GatewayProcess(proc, f"127.0.0.1:{port}", metrics_port, store_uri, log_path)
+    if wait:
+        try:
+            wait_health(gateway.channel, health_pb2.HealthCheckResponse.SERVING, proc=proc)
+        except Exception:
+            gateway.stop()
+            raise RuntimeError(f"gateway did not become healthy:\n{gateway.log()}") from None
+    return gateway
+
+
+@pytest.fixture(scope="session")
+def gateway_repository(request) -> Path:
+    """The model repository the gateway serves (MM_TEST_MODEL_REPOSITORY, else the session's tiny export)."""
+    override = os.environ.get("MM_TEST_MODEL_REPOSITORY")
+    if override:
+        return Path(override)
+    return request.getfixturevalue("tiny_repository")
+
+
+@pytest.fixture(scope="session")
+def gateway(gateway_repository, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("gateway")
+    process = start_gateway(gateway_repository, str(workdir / "products.db"), workdir)
+    yield process
+    process.stop()
+
+
+CATEGORIES = ["shoes", "dress", "bag"]
+BRANDS = ["acme", 'quote"brand', "back\\slash"]
+
+
+@pytest.fixture(scope="session")
+def catalog(gateway) -> dict[str, pb.Product]:
+    """12 products upserted once; returned by id."""
+    products = {}
+    for i in range(12):
+        product = pb.Product(
+            id=f"sku-{i:02d}",
+            image=png(i),
+            title=f"product number {i}",
+            description=f"a {CATEGORIES[i % 3]} for tests",
+            price=10.0 * (i + 1),
+            category=CATEGORIES[i % 3],
+            brand=BRANDS[i % 3],
+            attributes={"size": "SML"[i % 3], "colour": ["red", "blue"][i % 2]},
+            in_stock=i % 4 != 0,
+            tags=["sale"] if i < 6 else [],
+            image_uri=f"https://example.com/{i}.png",
+        )
+        products[product.id] = product
+    response = gateway.stub.UpsertProducts(iter(pb.UpsertProductsRequest(product=p) for p in products.values()), timeout=120)
+    assert response.ok == len(products), response
+    return products
