@@ -166,8 +166,11 @@ def test_cpu_rendering_without_dynamic_batching_and_with_int8(tiny_repository, t
     assert all(c.max_batch_size == 1 and not c.HasField("dynamic_batching") for c in configs.values())
     assert (out / "clip_text" / "1" / "model.onnx").resolve().name == "model.int8.onnx"
     assert json.loads((out / MARKER).read_text())["dynamic_batching"] is False
-    render_cpu(tiny_repository, out)  # an earlier rendering is replaced
-    assert repo.load_configs(out)["clip_text"].max_batch_size == 64
+    render_cpu(tiny_repository, out, queue_delay_us=0)  # an earlier rendering is replaced
+    configs = repo.load_configs(out)
+    assert configs["clip_text"].max_batch_size == 64
+    batching = [c.dynamic_batching for c in configs.values() if c.HasField("dynamic_batching")]
+    assert batching and all(b.max_queue_delay_microseconds == 0 and not b.preferred_batch_size for b in batching)
 
 
 def test_rendering_refuses_to_overwrite_a_foreign_directory(tiny_repository, tmp_path):
