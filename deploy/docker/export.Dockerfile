@@ -22,6 +22,7 @@ COPY gateway/ gateway/
 COPY client/ client/
 COPY export/ export/
 COPY triton_runner/ triton_runner/
+COPY quality/ quality/
 COPY model_repository/ model_repository/
 # torch first, from PyTorch's CPU index: constraints.txt pins torch==2.13.0 / torchvision==0.28.0, which
 # the "+cpu" builds satisfy; from PyPI the same pin would pull the multi-GB CUDA build.

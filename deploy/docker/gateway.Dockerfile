@@ -21,6 +21,7 @@ COPY gateway/ gateway/
 COPY client/ client/
 COPY export/ export/
 COPY triton_runner/ triton_runner/
+COPY quality/ quality/
 # Exactly the versions CI tested (constraints.txt). "serving" = grpcio (+health, reflection),
 # tritonclient, pymilvus, prometheus-client, pydantic-settings; no torch.
 RUN pip install -c constraints.txt ".[serving]"

@@ -23,6 +23,7 @@ COPY gateway/ gateway/
 COPY client/ client/
 COPY export/ export/
 COPY triton_runner/ triton_runner/
+COPY quality/ quality/
 # Base deps (numpy<2 -- the python backend stub needs numpy 1.x) + nvidia-pytriton (tritonserver) +
 # tritonclient (the renderer parses configs with Triton's ModelConfig protobuf). No torch.
 RUN pip install -c constraints.txt ".[triton-cpu]" "tritonclient[grpc]"

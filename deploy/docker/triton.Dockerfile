@@ -40,6 +40,7 @@ COPY gateway/ gateway/
 COPY client/ client/
 COPY export/ export/
 COPY triton_runner/ triton_runner/
+COPY quality/ quality/
 # Base dependencies only (numpy<2, pillow, tokenizers, ftfy, regex, onnx, onnxruntime): no torch.
 # nvidia-pytriton only for its Python 3.11 backend stub (pinned in constraints.txt).
 RUN pip install -c constraints.txt . nvidia-pytriton
