@@ -62,11 +62,12 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
-def _preset(repository: Path) -> str:
+def _random_clip(repository: Path) -> bool:
+    """True when the exported CLIP has no trained weights (tiny preset without fine-tuning)."""
     try:
-        return json.loads((repository / "manifest.json").read_text()).get("preset", "")
-    except (OSError, ValueError):
-        return ""
+        return json.loads((repository / "manifest.json").read_text())["clip"].get("pretrained") is None
+    except (OSError, ValueError, KeyError):
+        return False
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -105,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         cli("load", "--concurrency", "1", "4", "16", "--duration", str(args.load_seconds), "--catalog", str(catalog),
             "--json", str(args.data / "load.json"), "--csv", str(args.data / "load.csv"), "--plot", str(args.data / "load.png"),
             address=address)
-        if _preset(args.model_repository) == "tiny":
+        if _random_clip(args.model_repository):
             print("\n[demo] note: the offline tiny preset has random weights, so these rankings, captions and tags are "
                   "arbitrary; the real preset (where the model hub is reachable) gives meaningful ones", flush=True)
     except subprocess.CalledProcessError as error:
