@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from typing import Sequence
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -25,13 +26,18 @@ log = logging.getLogger("gateway.server")
 SERVICE_NAME = retrieval_pb2.DESCRIPTOR.services_by_name["Retrieval"].full_name
 
 
-async def build_server(settings: Settings, core: Core) -> tuple[grpc.aio.Server, int]:
+async def build_server(
+    settings: Settings,
+    core: Core,
+    interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+) -> tuple[grpc.aio.Server, int]:
+    """`interceptors` is the seam for cross-cutting concerns (API keys, tracing) added later."""
     options = [
         ("grpc.max_receive_message_length", settings.max_message_bytes),
         ("grpc.max_send_message_length", settings.max_message_bytes),
         ("grpc.so_reuseport", 0),
     ]
-    server = grpc.aio.server(options=options)
+    server = grpc.aio.server(options=options, interceptors=list(interceptors))
     retrieval_pb2_grpc.add_RetrievalServicer_to_server(RetrievalServicer(core), server)
 
     health_servicer = health.aio.HealthServicer()
