@@ -23,6 +23,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from gateway.process import stop_process
 from quality.datasets import FMNIST_SYNONYMS, category_queries
 from quality.metrics import summarize
 
@@ -307,11 +308,7 @@ def run_eval(cfg: EvalConfig, log: Callable[[str], None] = print) -> dict[str, A
                 log(f"[eval] {ablation.name}: done ({ms:.1f} ms/query)")
     finally:
         if proc is not None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop_process(proc)
     results.sort(key=lambda r: ["text->image", "image->image", "composed"].index(r["task"]))
     text = table(results)
     report = {"catalog": str(catalog), "products": len(rows), "repository": str(cfg.repository),

@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from client.sync import SearchClient  # noqa: E402
+from gateway.process import stop_process  # noqa: E402
 
 
 def free_port() -> int:
@@ -47,14 +48,6 @@ def start_gateway(repository: Path, data: Path, port: int) -> subprocess.Popen:
     return process
 
 
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -116,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[demo] stopped: {error or 'interrupted'}", file=sys.stderr)
         return 130
     finally:
-        stop(gateway)
+        stop_process(gateway)
         (args.data / "gateway.pid").unlink(missing_ok=True)
         print("[demo] gateway stopped", flush=True)
     return 0

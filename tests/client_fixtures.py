@@ -6,7 +6,6 @@ Import in a test module with `from client_fixtures import *` (tests/ is on sys.p
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -15,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from gateway.process import stop_process
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -81,14 +82,7 @@ def start_gateway(repository: Path, work: Path, port: int | None = None, timeout
 
 def stop_gateway(gateway: Gateway) -> None:
     """SIGTERM (graceful: the gateway closes Milvus Lite too), then SIGKILL after 20 s."""
-    process = gateway.process
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    stop_process(gateway.process)
 
 
 @pytest.fixture(scope="session")

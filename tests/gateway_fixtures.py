@@ -27,6 +27,7 @@ if str(ROOT) not in sys.path:
 
 from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
 
+from gateway.process import stop_process  # noqa: E402
 from retrieval.v1 import retrieval_pb2 as pb  # noqa: E402
 from retrieval.v1 import retrieval_pb2_grpc as pb_grpc  # noqa: E402
 
@@ -89,13 +90,7 @@ class GatewayProcess:
 
     def stop(self) -> None:
         self.channel.close()
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
+        stop_process(self.proc, grace=15)
 
 
 def start_gateway(repository: Path, store_uri: str, workdir: Path, *extra: str, wait: bool = True) -> GatewayProcess:
