@@ -5,7 +5,6 @@ import argparse
 import datetime as dt
 import json
 import logging
-import os
 import platform
 import sys
 import time

@@ -157,7 +157,7 @@ async def process_batch(core: Core, batch: list[Item], timer: StageTimer, pipeli
     if not items:
         return
     settings = core.settings
-    store = core.require_store()
+    core.require_store()  # fail fast (UNAVAILABLE) before spending inference on the batch
     tagger = core.require_tagger()
     products = [item.product for item in items]
     with timer.stage("inference"):

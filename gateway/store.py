@@ -19,7 +19,6 @@ import logging
 import math
 import threading
 import time
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Protocol, Sequence

@@ -1,9 +1,6 @@
 """BLIP export on the tiny random preset: graph parity, caption ids vs generate(), ITM, preprocessing, errors."""
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
 import pytest
 import skimage.data
@@ -16,7 +13,7 @@ from export.presets import load_preset
 from preprocessing.image import ImageSpec, preprocess_images
 from runtime.caption import BlipCaptioner, DecoderSpec, beam_search, greedy_search
 from runtime.itm import BlipItmScorer
-from runtime.manifest import BLIP_DECODER_INIT, BLIP_DECODER_STEP, BLIP_ITM, BLIP_VISION, FORMAT_VERSION, Manifest
+from runtime.manifest import BLIP_DECODER_INIT, BLIP_DECODER_STEP, BLIP_ITM, BLIP_VISION
 
 BLIP_GRAPHS = (BLIP_VISION, BLIP_DECODER_INIT, BLIP_DECODER_STEP, BLIP_ITM)
 
