@@ -51,7 +51,6 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
 
-    torch.set_num_threads(torch.get_num_threads())
     with tempfile.TemporaryDirectory() as tmp:
         repo = Path(tmp) / "repo"
         print(f"exporting {args.arch} (random weights) with int8 variants ...", flush=True)

@@ -122,11 +122,12 @@ def _run_torch(module: torch.nn.Module, batch: np.ndarray) -> np.ndarray:
         return module(torch.from_numpy(batch)).numpy()
 
 
-def _parity(staging: Path, name: str, module: torch.nn.Module, batches: Sequence[np.ndarray]) -> dict:
+def _parity(
+    staging: Path, name: str, module: torch.nn.Module, batches: Sequence[np.ndarray], input_name: str, output_name: str
+) -> dict:
     """Worst case over batches of different sizes (exercises the dynamic batch axis)."""
     from export.variants import run_graph
 
-    input_name, output_name = ("pixel_values", "image_embeds") if name == CLIP_IMAGE else ("input_ids", "text_embeds")
     worst: dict[str, float] = {"max_abs_diff": 0.0, "min_cosine": 1.0}
     for batch in batches:
         got = run_graph(staging / model_file(name), {input_name: batch})
@@ -170,7 +171,7 @@ def export_clip(
             opset,
         )
         fix_dims(staging / model_file(name), {output_name: [-1, embed_dim]})
-        parity = _parity(staging, name, module, [example, example[:1]])
+        parity = _parity(staging, name, module, [example, example[:1]], input_name, output_name)
         models[name] = graph_entry(staging, name, parity=parity, normalized=True, embed_dim=embed_dim)
         if variants:
             log(f"clip: {name} variants {', '.join(variants)}")

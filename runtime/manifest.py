@@ -119,9 +119,6 @@ class Manifest:
     def image_spec(self, family: str) -> ImageSpec:
         return ImageSpec.from_dict(self.data[family]["image"])
 
-    def tokenizer_path(self, family: str) -> Path:
-        return self.repository / self.data[family]["tokenizer"]["file"]
-
     @property
     def embed_dim(self) -> int:
         return int(self.clip["embed_dim"])
