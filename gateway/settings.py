@@ -9,6 +9,11 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
+# Bytes of one UpsertResult without caption and tags (id <= 128 characters of up to 4 bytes, index,
+# status, reason <= 150 characters, field tags): the upsert response budget rests on it (gateway/ingest.py).
+UPSERT_RESULT_MAX_BYTES = 1_200
+
+
 class Weights(BaseModel):
     """Channel weights of the fused vector and of multi_vector scoring (see gateway/fusion.py)."""
 
@@ -96,7 +101,7 @@ class Settings(BaseSettings):
     max_stream_s: float = Field(1800.0, gt=0, description="longest an UpsertProducts stream may run")
     rate_limit_rps: float = Field(0.0, ge=0, description="calls per second per API key (or per client address without a key); 0 = off")
     rate_limit_burst: int = Field(50, ge=1, description="token-bucket size of the rate limit")
-    max_upsert_items: int = Field(50_000, ge=1, description="items per UpsertProducts stream; more end the stream with RESOURCE_EXHAUSTED")
+    max_upsert_items: int = Field(20_000, ge=1, description="items per UpsertProducts stream; more end the stream with RESOURCE_EXHAUSTED")
 
     @field_validator("filterable_attributes", mode="before")
     @classmethod
@@ -111,6 +116,11 @@ class Settings(BaseSettings):
             raise ValueError(f"top_k_default {self.top_k_default} > top_k_max {self.top_k_max}")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("tls_cert and tls_key go together: set both or neither")
+        if self.max_upsert_items * UPSERT_RESULT_MAX_BYTES > self.max_message_bytes * 3 // 4:
+            raise ValueError(
+                f"max_upsert_items {self.max_upsert_items} is too large for max_message_bytes {self.max_message_bytes}: "
+                f"the upsert response would not fit (at most {self.max_message_bytes * 3 // 4 // UPSERT_RESULT_MAX_BYTES})"
+            )
         if self.tls_client_ca is not None and self.tls_cert is None:
             raise ValueError("tls_client_ca (mutual TLS) needs tls_cert and tls_key")
         return self
