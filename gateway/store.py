@@ -364,6 +364,21 @@ class MilvusStore:
             hits = [(i, d, rows[i]) for i, d, _ in hits if i in rows]
         return hits
 
+    def within(self, vector: np.ndarray, field_name: str, ids: Sequence[str]) -> dict[str, tuple[float, int]]:
+        """q . v of `field_name` for exactly these ids: id -> (score, channel mask). A filter this
+        selective is brute-forced by Milvus (exact); ids it does not return are simply absent."""
+        if not ids:
+            return {}
+        result = self._call(
+            "search",
+            lambda c, **kw: c.search(
+                self.config.collection, data=[np.asarray(vector, dtype=np.float32).tolist()], anns_field=field_name,
+                limit=min(len(ids), MAX_LIMIT), filter=f"id in {string_list(list(ids))}", search_params=self._search_params(),
+                output_fields=["id", CHANNEL_MASK_FIELD], **kw,
+            ),
+        )
+        return {h["id"]: (float(h["distance"]), int(h["entity"][CHANNEL_MASK_FIELD])) for h in result[0]}
+
     def keyword(self, text: str, limit: int, flt: ProductFilter, within: Sequence[str] = ()) -> list[tuple[str, float]]:
         """BM25 of `text` against the keyword field: (id, bm25), best first; `within` restricts to ids."""
         clauses = [c for c in (flt.expression(), f"id in {string_list(list(within))}" if within else "") if c]
