@@ -37,7 +37,7 @@ def check(settings: Settings) -> KeyRing:
         path = getattr(settings, name)
         if path is not None:
             _check_pem(Path(path), name)
-    if settings.store_is_local_file:
+    if "://" not in settings.store_uri:  # a Milvus Lite file (else a Milvus server URI)
         check_store_file(Path(settings.store_uri), wait_s=settings.store_timeout_s)
     return ring
 
