@@ -22,6 +22,9 @@ Interpolation = Literal["bicubic", "bilinear"]
 _PIL_RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
 
 
+SUPPORTED_FORMATS = "JPEG, PNG, WebP, GIF, BMP, TIFF"
+
+
 class ImageDecodeError(ValueError):
     """The bytes are not an image we accept; the message says why (shown to API callers)."""
 
@@ -32,7 +35,7 @@ class ImageLimits:
 
     max_bytes: int = 20 * 1024 * 1024
     max_pixels: int = 40_000_000
-    min_side: int = 8
+    min_side: int = 1  # a 1x1 image is upscaled like any other
 
 
 @dataclass(frozen=True)
@@ -83,7 +86,9 @@ def decode_image(data: bytes, limits: ImageLimits = ImageLimits()) -> Image.Imag
             image.load()
     except ImageDecodeError:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+    except UnidentifiedImageError:
+        raise ImageDecodeError(f"not a supported image: the bytes are none of the formats {SUPPORTED_FORMATS}") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageDecodeError(f"not a supported image: {exc}") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageDecodeError(f"corrupt or truncated image: {exc}") from None
@@ -141,14 +146,39 @@ def _resize_longest(image: Image.Image, size: tuple[int, int], resample: Image.R
     # open_clip ResizeKeepRatio(longest=1): scale so the image fits inside `size`.
     width, height = image.size
     ratio = max(height / size[0], width / size[1])
-    new_h, new_w = round(height / ratio), round(width / ratio)
+    new_h, new_w = max(1, round(height / ratio)), max(1, round(width / ratio))
     return image.resize((new_w, new_h), resample)
+
+
+MAX_ASPECT = 8.0  # longer / shorter side kept before resizing (see _limit_aspect)
+
+
+def _limit_aspect(image: Image.Image, target: tuple[int, int]) -> Image.Image:
+    """Center-crop the long side to MAX_ASPECT times the short side (times the target's own ratio).
+
+    Resize-shortest then center-crop keeps only the middle of a very long image anyway, but resizing
+    a 1x2000 strip first would make a 224x448000 image; cropping first bounds the work. Images within
+    the ratio (every ordinary photo) are untouched, so parity with open_clip holds for them.
+    """
+    width, height = image.size
+    ratio = MAX_ASPECT * max(target) / min(target)
+    if width > height * ratio:
+        keep = max(1, round(height * ratio))
+        left = (width - keep) // 2
+        return image.crop((left, 0, left + keep, height))
+    if height > width * ratio:
+        keep = max(1, round(width * ratio))
+        top = (height - keep) // 2
+        return image.crop((0, top, width, top + keep))
+    return image
 
 
 def resize_and_crop(image: Image.Image, spec: ImageSpec) -> Image.Image:
     """The geometric part of the transform (PIL in, PIL out)."""
     resample = _PIL_RESAMPLE[spec.interpolation]
     height, width = spec.size
+    if spec.resize_mode != "squash":
+        image = _limit_aspect(image, spec.size)
     if spec.resize_mode == "squash":
         return image.resize((width, height), resample)
     if spec.resize_mode == "longest":
@@ -176,19 +206,6 @@ def preprocess_images(images: Iterable[Image.Image], spec: ImageSpec) -> np.ndar
     if not arrays:
         return np.zeros((0, 3, *spec.size), dtype=np.float32)
     return np.ascontiguousarray(np.stack(arrays), dtype=np.float32)
-
-
-def preprocess_bytes(blobs: Sequence[bytes], spec: ImageSpec, limits: ImageLimits = ImageLimits()) -> np.ndarray:
-    """Untrusted bytes -> model batch; raises ImageDecodeError naming the first bad item."""
-    images = []
-    for index, blob in enumerate(blobs):
-        try:
-            images.append(decode_image(blob, limits))
-        except ImageDecodeError as exc:
-            raise ImageDecodeError(f"image {index}: {exc}") from None
-    return preprocess_images(images, spec)
-
-
 
 
 def is_grayscale(image: Image.Image, tolerance: int = 6) -> bool:
