@@ -69,6 +69,13 @@ class Core:
             await asyncio.sleep(self.settings.probe_interval_s)
             try:
                 await self.probe()
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise  # close() stops the probe
+                # A dependency's client cancelled the probe's call under it (its channel was closed and
+                # reopened): that is a failed probe, not the end of probing.
+                log.warning("health probe: a dependency call was cancelled; probing again")
             except Exception:  # noqa: BLE001 - the probe must never die
                 log.exception("health probe failed")
 

@@ -5,13 +5,15 @@ The cap bounds how long a call may hold the gateway whatever deadline the client
 (`max_deadline_s` for unary calls, `max_stream_s` for UpsertProducts streams): past it the call
 ends with DEADLINE_EXCEEDED. The rate limit (`rate_limit_rps`, bucket `rate_limit_burst`) counts
 calls per API key name, or per client address for calls without a valid key, and answers
-RESOURCE_EXHAUSTED. Health checks are never limited. A message that does not parse (e.g. invalid
+RESOURCE_EXHAUSTED. A cancellation leaking out of a dependency (not of the call itself) is answered
+UNAVAILABLE instead of leaving the client waiting for its deadline. Health checks are never limited. A message that does not parse (e.g. invalid
 UTF-8 in a string field) would otherwise fail inside grpc as UNKNOWN; here it is INVALID_ARGUMENT. The number of calls in progress is capped by
 grpc itself (`maximum_concurrent_rpcs`, see gateway/server.py).
 """
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import OrderedDict
 from typing import AsyncIterator, Awaitable, Callable
@@ -20,6 +22,8 @@ import grpc
 
 from gateway.auth import OPEN_PREFIXES, KeyRing, presented_key
 from gateway.errors import InvalidInput
+
+log = logging.getLogger("gateway.limits")
 
 MAX_BUCKETS = 10_000  # identities remembered; the least recently seen are forgotten first
 
@@ -137,6 +141,14 @@ class LimitsInterceptor(grpc.aio.ServerInterceptor):
                     return await inner(request_or_iterator, context)
             except TimeoutError:
                 await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, f"{method} ran past the gateway's cap of {cap:g}s per call")
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise  # the call itself was cancelled (client gone, server stopping)
+                # A cancellation leaking out of a dependency (e.g. its channel closed under the call) would leave
+                # the call unanswered until the client's deadline: answer it now.
+                log.warning("%s: a dependency call was cancelled under it; answering UNAVAILABLE", method)
+                await context.abort(grpc.StatusCode.UNAVAILABLE, f"{method}: a dependency call was cancelled (it is restarting?); retry")
 
         kwargs = dict(request_deserializer=tolerant(handler.request_deserializer), response_serializer=handler.response_serializer)
         if streaming:
