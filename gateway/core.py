@@ -69,6 +69,9 @@ class Core:
             await asyncio.sleep(self.settings.probe_interval_s)
             try:
                 await self.probe()
+            except SchemaMismatch as exc:  # found once the store became reachable: as at start
+                log.error("%s", exc)
+                raise SystemExit(2) from None
             except Exception:  # noqa: BLE001 - the probe must never die
                 log.exception("health probe failed")
 
