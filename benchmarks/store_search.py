@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -212,25 +211,18 @@ def bench_store(args) -> dict:
 
 def bench_gateway(args) -> dict:
     """Gateway overhead from server-timing, on a small catalog (tiny models: inference is cheap)."""
-    import grpc
-
+    from client.workload import synthetic_images
+    from gateway import launcher
+    from gateway.metrics import parse_server_timing
     from retrieval.v1 import retrieval_pb2 as pb
     from retrieval.v1 import retrieval_pb2_grpc as pb_grpc
-    from tests.gateway_fixtures import free_port, png, wait_health
-    from gateway.metrics import parse_server_timing
 
     work = Path(tempfile.mkdtemp(prefix="gateway_bench_"))
-    port, metrics = free_port(), free_port()
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    log = open(work / "gateway.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "gateway", "--port", str(port), "--metrics-port", str(metrics),
-                             "--model-repository", str(args.model_repository), "--store-uri", str(work / "g.db")],
-                            cwd=str(ROOT), env=env, stdout=log, stderr=subprocess.STDOUT)
+    gateway = launcher.start(args.model_repository, str(work / "g.db"), work, metrics_port=None, log_path=work / "gateway.log")
     try:
-        channel = grpc.insecure_channel(f"127.0.0.1:{port}")
-        wait_health(channel, 1, timeout=120, proc=proc)
-        stub = pb_grpc.RetrievalStub(channel)
-        products = [pb.Product(id=f"g{i}", image=png(i), title=f"product {i}", category=f"cat{i % 20}", price=float(i % 500))
+        stub = pb_grpc.RetrievalStub(gateway.open_channel())
+        images = synthetic_images(args.gateway_catalog, seed=0)
+        products = [pb.Product(id=f"g{i}", image=images[i], title=f"product {i}", category=f"cat{i % 20}", price=float(i % 500))
                     for i in range(args.gateway_catalog)]
         t = time.perf_counter()
         response = stub.UpsertProducts(iter(pb.UpsertProductsRequest(product=p) for p in products), timeout=600)
@@ -240,7 +232,7 @@ def bench_gateway(args) -> dict:
         cases = {
             "text": pb.SearchRequest(text="a red product", top_k=10),
             "text+filter": pb.SearchRequest(text="a red product", top_k=10, filters=pb.Filters(max_price=150)),
-            "image": pb.SearchRequest(image=png(7), top_k=10),
+            "image": pb.SearchRequest(image=images[7 % len(images)], top_k=10),
         }
         for name, request in cases.items():
             for _ in range(20):
@@ -261,9 +253,7 @@ def bench_gateway(args) -> dict:
             print(f"[gateway] {row}", flush=True)
         return out
     finally:
-        proc.terminate()
-        proc.wait(timeout=20)
-        log.close()
+        gateway.stop()
         shutil.rmtree(work, ignore_errors=True)
 
 

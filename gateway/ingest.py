@@ -18,7 +18,7 @@ import numpy as np
 
 from gateway import fusion
 from gateway.core import Core
-from gateway.errors import INVALID_INPUT_ERRORS, InvalidInput, Unavailable
+from gateway.errors import INVALID_INPUT_ERRORS, InvalidInput, LimitExceeded, Unavailable
 from gateway.metrics import UPSERT_ITEMS, StageTimer
 from gateway.rows import MAX_LENGTHS, Channels, build_row
 from gateway.validation import check_id, check_image
@@ -27,6 +27,7 @@ from retrieval.v1 import retrieval_pb2 as pb
 
 MAX_TAGS = 64
 MAX_ATTRIBUTES = 64
+MAX_REASON_CHARS = 150  # UpsertResult.reason (see settings.UPSERT_RESULT_MAX_BYTES)
 
 
 class StorePipeline:
@@ -107,9 +108,18 @@ async def _upsert(
 ) -> pb.UpsertProductsResponse:
     batch: list[Item] = []
     index = 0
+    limit = core.settings.max_upsert_items
     async for request in requests:
+        if index >= limit:
+            await process_batch(core, batch, timer, pipeline)
+            await pipeline.drain()
+            counts = _counts(results)
+            raise LimitExceeded(
+                f"the UpsertProducts stream has more than {limit} items (setting max_upsert_items): send at most {limit} per stream; "
+                f"the first {limit} were processed (ok {counts.ok}, invalid {counts.invalid}, failed {counts.failed}) and resending them is safe"
+            )
         product = request.product
-        item = Item(index, product, pb.UpsertResult(id=product.id, index=index))
+        item = Item(index, product, pb.UpsertResult(id=product.id[: MAX_LENGTHS["id"]], index=index))
         index += 1
         results.append(item.result)
         if any(other.product.id == product.id for other in batch):
@@ -121,6 +131,10 @@ async def _upsert(
             batch = []
     await process_batch(core, batch, timer, pipeline)
     await pipeline.drain()
+    return bounded_response(results, core.settings.max_message_bytes * 3 // 4)
+
+
+def _counts(results: list[pb.UpsertResult]) -> pb.UpsertProductsResponse:
     response = pb.UpsertProductsResponse()
     for result in results:
         if result.status == pb.ITEM_STATUS_OK:
@@ -129,7 +143,29 @@ async def _upsert(
             response.invalid += 1
         else:
             response.failed += 1
-    response.results.extend(results)  # copies: the results were filled in place above
+    return response
+
+
+def bounded_response(results: list[pb.UpsertResult], budget: int) -> pb.UpsertProductsResponse:
+    """One result per item, within `budget` bytes: reasons are cut to MAX_REASON_CHARS, and once the
+    budget is reached the remaining OK results leave out caption and tags (counted in details_omitted).
+
+    Without caption and tags a result is at most UPSERT_RESULT_MAX_BYTES, and settings check that
+    max_upsert_items of those fit the budget, so the response never exceeds the message limit.
+    """
+    response = _counts(results)
+    size = 0
+    for result in results:
+        if len(result.reason) > MAX_REASON_CHARS:
+            result.reason = result.reason[: MAX_REASON_CHARS - 3] + "..."
+        entry = result.ByteSize() + 4  # field tag and length prefix
+        if size + entry > budget and (result.caption or result.tags):
+            result.caption = ""
+            del result.tags[:]
+            response.details_omitted += 1
+            entry = result.ByteSize() + 4
+        size += entry
+        response.results.append(result)  # a copy: the results were filled in place above
     return response
 
 

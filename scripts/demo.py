@@ -13,7 +13,6 @@ import os
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,13 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from client.sync import SearchClient  # noqa: E402
-from gateway.process import stop_process  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from gateway import launcher  # noqa: E402
 
 
 def cli(*args: str, address: str) -> None:
@@ -38,16 +31,12 @@ def cli(*args: str, address: str) -> None:
     subprocess.run(command, cwd=ROOT, check=True)
 
 
-def start_gateway(repository: Path, data: Path, port: int) -> subprocess.Popen:
-    log = (data / "gateway.log").open("w")
-    command = [sys.executable, "-m", "gateway", "--host", "127.0.0.1", "--port", str(port), "--metrics-port", "0",
-               "--backend", "local", "--model-repository", str(repository), "--store-uri", str(data / "products.db")]
-    print(f"[demo] starting the gateway on 127.0.0.1:{port} (log: {data / 'gateway.log'})", flush=True)
-    process = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    (data / "gateway.pid").write_text(str(process.pid))  # run.sh's EXIT trap stops it if this script is killed
-    return process
-
-
+def start_gateway(repository: Path, data: Path) -> launcher.GatewayProcess:
+    log = data / "gateway.log"
+    gateway = launcher.start(repository, str(data / "products.db"), data, log_path=log, new_session=True, wait=False)
+    print(f"[demo] starting the gateway on {gateway.address} (log: {log})", flush=True)
+    (data / "gateway.pid").write_text(str(gateway.proc.pid))  # run.sh's EXIT trap stops it if this script is killed
+    return gateway
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -79,9 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = [json.loads(line) for line in catalog.read_text().splitlines()]
     by_category = {row["category"]: row for row in rows}
 
-    port = free_port()
-    address = f"127.0.0.1:{port}"
-    gateway = start_gateway(args.model_repository, args.data, port)
+    gateway = start_gateway(args.model_repository, args.data)
+    address = gateway.address
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, _interrupt)
     try:
@@ -109,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[demo] stopped: {error or 'interrupted'}", file=sys.stderr)
         return 130
     finally:
-        stop_process(gateway)
+        gateway.stop()
         (args.data / "gateway.pid").unlink(missing_ok=True)
         print("[demo] gateway stopped", flush=True)
     return 0
