@@ -83,6 +83,7 @@ class Settings(BaseSettings):
     store_token: str = ""
     collection: str = "products"
     store_timeout_s: float = 10.0
+    store_load_timeout_s: float = Field(600.0, gt=0, description="loading the collection at start (100k products: 10-35 s here)")
     store_concurrency: int = Field(2, ge=1, le=8, description="upsert batches in flight to the store per stream")
     index_type: Literal["AUTOINDEX", "IVF_FLAT", "FLAT", "HNSW"] = "IVF_FLAT"
     nlist: int = 1024
