@@ -7,13 +7,13 @@ Text cleaning is open_clip's ('lower': ftfy, double html-unescape, whitespace co
 from __future__ import annotations
 
 import gzip
-import html
 from pathlib import Path
 from typing import Sequence
 
-import ftfy
 import numpy as np
 from tokenizers import Regex, Tokenizer, models, pre_tokenizers
+
+from preprocessing.text_cleaning import CLEANERS
 
 SOT_TOKEN = "<start_of_text>"
 EOT_TOKEN = "<end_of_text>"
@@ -59,9 +59,7 @@ def build_clip_bpe_tokenizer(bpe_merges_gz: str | Path) -> Tokenizer:
 
 def clean_text(text: str) -> str:
     """open_clip's 'lower' cleaning."""
-    text = ftfy.fix_text(text)
-    text = html.unescape(html.unescape(text)).strip()
-    return " ".join(text.split()).strip().lower()
+    return CLEANERS["lower"](text)
 
 
 class ClipTokenizer:

@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
 # Triton for GPU hosts: NVIDIA's NGC image (Triton 2.51 = release 24.10, the version the project's
 # python models were tested against through nvidia-pytriton 0.7.0) plus what the repository's python
-# models import (preprocessing, runtime, triton_runner.model_support and their pinned dependencies).
+# models import (preprocessing and runtime, and their pinned dependencies).
 #
 #   docker build -f deploy/docker/triton.Dockerfile -t mmretrieval/triton:0.1.0 .
 #
