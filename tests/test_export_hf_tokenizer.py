@@ -143,3 +143,26 @@ def test_presets_name_hf_tokenizer_models_open_clip_knows(preset):
     config = open_clip.get_model_config(clip["arch"])
     assert "hf_tokenizer_name" in config["text_cfg"]
     assert clip["pretrained"] in open_clip.list_pretrained_tags_by_model(clip["arch"])
+
+
+@pytest.mark.slow
+def test_triton_tokenize_text_runs_the_same_hf_tokenizer(hf_export, tmp_path):
+    """The CPU rendering of the export on a real tritonserver: embed_text equals the in-process encoder."""
+    pytest.importorskip("pytriton")
+    import tritonclient.grpc as grpcclient
+
+    from runtime import triton_contract as contract
+    from runtime.clip import ClipEncoder
+    from runtime.manifest import Manifest
+    from triton_runner import TritonServer
+    from triton_runner.client import text_input
+    from triton_runner.render import render_cpu
+
+    style, _, repo, _ = hf_export
+    if style != "xlmr":
+        pytest.skip("one server for the HF path: the xlm-roberta-style export (pad id 1, <s> ... </s>)")
+    render_cpu(repo, tmp_path / "cpu")
+    texts = [t for t in CORPUS if t.strip()]
+    with TritonServer(tmp_path / "cpu", workdir=tmp_path, startup_timeout=120) as server, grpcclient.InferenceServerClient(server.grpc_url) as client:
+        got = client.infer(contract.EMBED_TEXT, [text_input(texts)]).as_numpy(contract.EMBEDDING)
+    assert np.abs(got - ClipEncoder(Manifest.load(repo)).embed_texts(texts)).max() <= 1e-5
