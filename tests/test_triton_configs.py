@@ -165,6 +165,8 @@ def test_cpu_rendering_keeps_the_topology_on_the_python_backend(rendered, tiny_r
     embed = manifest.embed_dim
     assert list(configs[contract.EMBED_IMAGE].output[0].dims) == [embed]
     assert list(configs[contract.PREPROCESS_IMAGE].output[0].dims) == [3, *manifest.image_spec("clip").size]
+    assert committed[contract.PREPROCESS_IMAGE].parameters["decoder"].string_value == "dali"  # GPU: nvJPEG via DALI
+    assert configs[contract.PREPROCESS_IMAGE].parameters["decoder"].string_value == "pil"
     assert not (rendered / "tokenizers").exists()  # Triton would take a folder at the root for a model
 
 

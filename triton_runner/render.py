@@ -1,6 +1,7 @@
 """Render the committed (GPU) model repository for a CPU-only Triton: same names, tensors, ensembles.
 
 What changes, and only that:
+- `preprocess_image` decodes with Pillow (`decoder: "pil"`) instead of DALI on the GPU;
 - graph models (`backend: "onnxruntime"`) become python models that run the exported ONNX file with
   ONNX Runtime (`python_models/onnx_model.py`, linked as `1/model.py`; the graph linked as
   `1/model.onnx`), KIND_CPU, without the TensorRT accelerator and the warm-up (TRT engine builds);
@@ -153,6 +154,8 @@ def _render_graph(config: mc.ModelConfig, manifest: Manifest, version_dir: Path,
 def _render_python(config: mc.ModelConfig, configs_dir: Path, version_dir: Path) -> None:
     """Python models stay as they are (they already run on the CPU); their code is linked."""
     _cpu_instance(config, max(1, config.instance_group[0].count if config.instance_group else 1))
+    if "decoder" in config.parameters:  # GPU image decoding (DALI) -> Pillow on a thread pool
+        _string_parameter(config, "decoder", "pil")
     (version_dir / "model.py").symlink_to((configs_dir / config.name / "1" / "model.py").resolve())
 
 

@@ -2,8 +2,10 @@
 
 A whole dynamic batch is decoded at once: every upload of every request goes through
 `preprocessing.image.preprocess_each` on a thread pool (Pillow releases the GIL while it decodes and
-resizes), so a batch of N images costs about N / threads decodes, not N. A corrupt upload fails only
-its own request (INVALID_ARG with the decoder's message); the other requests get their pixels.
+resizes), so a batch of N images costs about N / threads decodes, not N. With the config parameter
+`decoder: "dali"` (the GPU configs) the batch is decoded and resized on the GPU by NVIDIA DALI
+(`preprocessing.dali_image`, nvJPEG), with the Pillow path for what DALI does not do as we do. A corrupt
+upload fails only its own request (INVALID_ARG with the decoder's message); the others get their pixels.
 """
 import json
 import os
@@ -25,8 +27,21 @@ class TritonPythonModel:
         manifest = load_manifest(args)
         self.spec = manifest.image_spec("clip")
         self.limits = ImageLimits()
-        threads = int(parameter(json.loads(args["model_config"]), "decode_threads", "0")) or (os.cpu_count() or 1)
+        config = json.loads(args["model_config"])
+        threads = int(parameter(config, "decode_threads", "0")) or (os.cpu_count() or 1)
         self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="decode")
+        decoder = parameter(config, "decoder", "pil")
+        if decoder == "pil":
+            self.decode = lambda blobs: preprocess_each(blobs, self.spec, self.limits, self.pool.map)
+        elif decoder in ("dali", "dali_cpu"):
+            from preprocessing.dali_image import DaliPreprocessor
+
+            device_id = int(args.get("model_instance_device_id") or 0)
+            dali = DaliPreprocessor(self.spec, max(1, int(config.get("max_batch_size") or 1)), "cpu" if decoder == "dali_cpu" else "gpu",
+                                    threads, device_id, self.limits)
+            self.decode = lambda blobs: dali(blobs, self.pool.map)
+        else:
+            raise pb_utils.TritonModelException(f"preprocess_image: decoder {decoder!r} is not one of pil, dali, dali_cpu")
 
     def execute(self, requests):
         responses = [None] * len(requests)
@@ -38,7 +53,7 @@ class TritonPythonModel:
                 blobs.extend(items)
             except Exception as exc:  # never let one request take the batch down
                 responses[index] = _error(f"preprocess_image failed: {type(exc).__name__}: {exc}")
-        results = preprocess_each(blobs, self.spec, self.limits, self.pool.map)
+        results = self.decode(blobs) if blobs else []
         for index, start, count in owners:
             mine = results[start : start + count]
             bad = [(i, r) for i, r in enumerate(mine) if isinstance(r, ImageDecodeError)]
