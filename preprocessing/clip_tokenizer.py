@@ -107,7 +107,10 @@ class ClipTokenizer:
 
     def __call__(self, texts: Sequence[str]) -> np.ndarray:
         """Long texts are truncated to the context, as open_clip does (documented behaviour)."""
-        cleaned = [self.validate(text) for text in texts]
+        return self.encode_cleaned([self.validate(text) for text in texts])
+
+    def encode_cleaned(self, cleaned: Sequence[str]) -> np.ndarray:
+        """Ids of texts `validate` already cleaned (a batch server validates each request once)."""
         encodings = self.tokenizer.encode_batch(cleaned, add_special_tokens=False)
         ids = np.full((len(cleaned), self.context_length), self.pad_token_id, dtype=np.int64)
         for row, encoding in enumerate(encodings):

@@ -72,7 +72,10 @@ class HfTextTokenizer:
 
     def __call__(self, texts: Sequence[str]) -> np.ndarray:
         """Long texts are truncated to the context, as open_clip (transformers) does."""
-        cleaned = [self.validate(text) for text in texts]
+        return self.encode_cleaned([self.validate(text) for text in texts])
+
+    def encode_cleaned(self, cleaned: Sequence[str]) -> np.ndarray:
+        """Ids of texts `validate` already cleaned (a batch server validates each request once)."""
         encodings = self.tokenizer.encode_batch(cleaned, add_special_tokens=True)
         ids = np.array([encoding.ids for encoding in encodings], dtype=np.int64).reshape(len(cleaned), self.context_length)
         if self.strip_sep_token and self.sep_token_id is not None:

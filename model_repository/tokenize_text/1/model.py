@@ -29,8 +29,7 @@ class TritonPythonModel:
         for index, request in enumerate(requests):
             try:
                 items = decode_utf8(rows(pb_utils.get_input_tensor_by_name(request, TEXT).as_numpy()))
-                for text in items:
-                    self.tokenizer.validate(text)
+                items = [self.tokenizer.validate(text) for text in items]  # cleaned once, here
                 texts.extend(items)
                 owners.append((index, len(items)))
             except TextInputError as exc:
@@ -41,7 +40,7 @@ class TritonPythonModel:
                 responses[index] = pb_utils.InferenceResponse(error=error)
         if owners:  # one tokenizer call for every valid text of the batch
             try:
-                ids = self.tokenizer(texts)
+                ids = self.tokenizer.encode_cleaned(texts)
                 offset = 0
                 for index, count in owners:
                     tensor = pb_utils.Tensor(INPUT_IDS, ids[offset : offset + count])
