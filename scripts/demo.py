@@ -15,7 +15,6 @@ import os
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,13 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from client.sync import SearchClient  # noqa: E402
-from gateway.process import stop_process  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from gateway import launcher  # noqa: E402
 
 
 def cli(*args: str, address: str) -> None:
@@ -40,17 +33,13 @@ def cli(*args: str, address: str) -> None:
     subprocess.run(command, cwd=ROOT, check=True)
 
 
-def start_gateway(repository: Path, data: Path, port: int, triton_url: str | None = None) -> subprocess.Popen:
-    log = (data / "gateway.log").open("w")
-    backend = ["--backend", "triton", "--triton-url", triton_url, "--inference-timeout-s", "60"] if triton_url else ["--backend", "local"]
-    command = [sys.executable, "-m", "gateway", "--host", "127.0.0.1", "--port", str(port), "--metrics-port", "0",
-               *backend, "--model-repository", str(repository), "--store-uri", str(data / "products.db")]
-    print(f"[demo] starting the gateway on 127.0.0.1:{port} (log: {data / 'gateway.log'})", flush=True)
-    process = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    (data / "gateway.pid").write_text(str(process.pid))  # run.sh's EXIT trap stops it if this script is killed
-    return process
-
-
+def start_gateway(repository: Path, data: Path, triton_url: str | None = None) -> launcher.GatewayProcess:
+    log = data / "gateway.log"
+    backend = {"backend": "triton", "args": ["--triton-url", triton_url, "--inference-timeout-s", "60"]} if triton_url else {}
+    gateway = launcher.start(repository, str(data / "products.db"), data, log_path=log, new_session=True, wait=False, **backend)
+    print(f"[demo] starting the gateway on {gateway.address} (log: {log})", flush=True)
+    (data / "gateway.pid").write_text(str(gateway.proc.pid))  # run.sh's EXIT trap stops it if this script is killed
+    return gateway
 
 
 def start_triton(repository: Path, data: Path):
@@ -98,8 +87,6 @@ def main(argv: list[str] | None = None) -> int:
     rows = [json.loads(line) for line in catalog.read_text().splitlines()]
     by_category = {row["category"]: row for row in rows}
 
-    port = free_port()
-    address = f"127.0.0.1:{port}"
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, _interrupt)
     triton, gateway = None, None
@@ -107,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.backend == "triton":
             triton = start_triton(args.model_repository, args.data)
             print(f"[demo] tritonserver ready on {triton.grpc_url}", flush=True)
-        gateway = start_gateway(args.model_repository, args.data, port, triton.grpc_url if triton else None)
+        gateway = start_gateway(args.model_repository, args.data, triton.grpc_url if triton else None)
+        address = gateway.address
         started = time.monotonic()
         with SearchClient(address) as client:
             client.wait_until_serving(timeout=600)
@@ -136,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         if gateway is not None:
-            stop_process(gateway)
+            gateway.stop()
             (args.data / "gateway.pid").unlink(missing_ok=True)
             print("[demo] gateway stopped", flush=True)
         if triton is not None:

@@ -27,8 +27,8 @@ def triton_setup(gateway_repository, tmp_path_factory):
     render_cpu(gateway_repository, work / "repository")
     server = TritonServer(work / "repository", workdir=work, startup_timeout=120).start()
     gateway = start_gateway(
-        gateway_repository, str(work / "products.db"), work, "--backend", "triton", "--triton-url", server.grpc_url,
-        "--inference-timeout-s", "10",
+        gateway_repository, str(work / "products.db"), work, "--triton-url", server.grpc_url, "--inference-timeout-s", "10",
+        backend="triton",
     )
     try:
         yield server, gateway, work
