@@ -49,6 +49,13 @@ class Settings(BaseSettings):
     tags_per_facet: int = Field(2, ge=0)
     tag_margin: float = Field(0.0, description="keep a term when its cosine beats the facet's mean by this much")
 
+    # batching (local backend: cross-request micro-batching, see gateway/batching.py)
+    batch_max_size: int = Field(32, ge=1, le=1024, description="local backend: most items in one ONNX Runtime call; 1 = no cross-request batching")
+    batch_max_delay_ms: float = Field(
+        2.0, ge=0, le=1000, description="local backend: longest a request waits for others to join its batch while the model is idle"
+    )
+    preprocess_threads: int = Field(2, ge=1, description="local backend: threads decoding images and tokenizing texts")
+
     # store
     store_uri: str = "data/products.db"
     store_token: str = ""
