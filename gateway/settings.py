@@ -41,7 +41,12 @@ class Settings(BaseSettings):
     # inference
     backend: Literal["local", "triton"] = "local"
     model_repository: Path = Path("model_repository")
-    model_variant: Literal["fp32", "int8", "fp16"] = "fp32"
+    model_variant: Literal["fp32", "int8", "int8_static", "fp16"] = Field(
+        "fp32", description="CLIP graph: fp32, int8 (dynamic), int8_static (calibrated QDQ), fp16 (GPU); see docs/benchmarks.md"
+    )
+    engine: Literal["onnxruntime", "openvino", "openvino-bf16"] = Field(
+        "onnxruntime", description="local backend: engine running the CLIP graphs (runtime/sessions.py; CPU choice in docs/benchmarks.md)"
+    )
     triton_url: str = "127.0.0.1:8001"
     inference_timeout_s: float = 30.0
     inference_threads: int = Field(2, ge=1, description="local backend: worker threads running ONNX Runtime")

@@ -57,7 +57,7 @@ class LocalBackend:
         manifest = Manifest.load(self.settings.model_repository)
         variant = self.settings.model_variant
         threads = max(1, self.settings.inference_threads)
-        self.clip = ClipEncoder(manifest, variant=variant, intra_op_threads=threads, image_limits=self.limits)
+        self.clip = ClipEncoder(manifest, variant=variant, intra_op_threads=threads, image_limits=self.limits, engine=self.settings.engine)
         self.dim, self.model = manifest.embed_dim, str(manifest.clip.get("arch", ""))
         size, delay = self.settings.batch_max_size, self.settings.batch_max_delay_ms / 1000
         if size > 1:
