@@ -18,10 +18,11 @@ from google.protobuf.json_format import MessageToDict
 from client.catalog import CatalogError, catalog_kind
 from client.connection import DEFAULT_ADDRESS, ConnectionConfig
 from client.errors import GatewayError
-from client.messages import MODES, SearchFilters, parse_weights
+from client.messages import CHANNELS, MODES, SearchFilters, parse_weights
 from client.retry import RetryPolicy
 from client.sync import SearchClient
 from client.tables import format_table
+from retrieval.v1 import retrieval_pb2 as pb
 
 PROG = "mmsearch"
 
@@ -159,16 +160,19 @@ def cmd_search(args: argparse.Namespace) -> int:
         return 0
     kind = "composed" if text and args.image else ("image" if args.image else "text")
     query = f"{kind} query" + (f" {text!r}" if text else "") + (f" {'+ ' if text else ''}image {args.image}" if args.image else "")
-    print(f"{query}: {len(response.hits)} hits in {response.timings.total_ms:.1f} ms")
+    used = ", ".join(f"{c}={getattr(response.weights, c):.2f}" for c in CHANNELS if getattr(response.weights, c) > 0)
+    mode = {pb.SEARCH_MODE_FUSED: "fused", pb.SEARCH_MODE_MULTI_VECTOR: "multi_vector"}.get(response.mode, str(response.mode))
+    combine = "rrf" if response.combine == pb.COMBINE_RRF else "weighted"
+    print(f"{query}: {len(response.hits)} hits in {response.timings.total_ms:.1f} ms ({mode}, {combine}, weights {used})")
     rows = []
     for rank, hit in enumerate(response.hits, start=1):
         p = hit.product
         price = round(p.price, 2) if p.HasField("price") else None
         rows.append([rank, p.id, p.title, p.category, price, round(hit.score, 4),
-                     *(None if (s := _score(hit, c)) is None else round(s, 3) for c in ("image", "title", "caption"))])
-    headers = ["#", "id", "title", "category", "price", "score", "cos:image", "cos:title", "cos:caption"]
+                     *(None if (s := _score(hit, c)) is None else round(s, 3) for c in CHANNELS)])
+    headers = ["#", "id", "title", "category", "price", "score", "cos:image", "cos:title", "cos:caption", "keyword"]
     if rows:
-        print(format_table(headers, rows, right=[True, False, False, False, True, True, True, True, True], max_width=40))
+        print(format_table(headers, rows, right=[True, False, False, False, True, True, True, True, True, True], max_width=40))
     return 0
 
 

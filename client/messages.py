@@ -11,7 +11,7 @@ ImageLike = Union[bytes, str, Path]
 
 MODES = {"fused": pb.SEARCH_MODE_FUSED, "multi_vector": pb.SEARCH_MODE_MULTI_VECTOR, "multi": pb.SEARCH_MODE_MULTI_VECTOR}
 COMBINES = {"weighted": pb.COMBINE_WEIGHTED, "rrf": pb.COMBINE_RRF}
-CHANNELS = ("image", "title", "caption")
+CHANNELS = ("image", "title", "caption", "keyword")  # retrieval.v1.ChannelWeights
 
 
 def image_bytes(image: ImageLike | None) -> bytes:

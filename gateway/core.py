@@ -15,9 +15,10 @@ from typing import Any, Callable
 
 from gateway.backends.base import InferenceBackend, create_backend
 from gateway.errors import Unavailable
+from gateway.fusion import dense_part, same_weights
 from gateway.metrics import DEPENDENCY_UP
 from gateway.settings import Settings
-from gateway.store import MilvusConfig, MilvusStore
+from gateway.store import MilvusConfig, MilvusStore, SchemaMismatch
 from gateway.tagger import Tagger
 
 log = logging.getLogger("gateway.core")
@@ -35,11 +36,17 @@ class Core:
         self._on_health: list[Callable[[bool], None]] = []
         self._probe_task: asyncio.Task | None = None
         self._lock = asyncio.Lock()
+        self._weights_warned = False
 
     # -- lifecycle -----------------------------------------------------------------------------
     async def start(self) -> None:
-        """Best effort: a dependency that is down now is retried by the probe."""
-        await self.probe()
+        """Best effort: a dependency that is down now is retried by the probe. A store whose schema
+        this gateway cannot serve stops the start with one clear line (exit code 2)."""
+        try:
+            await self.probe()
+        except SchemaMismatch as exc:
+            log.error("%s", exc)
+            raise SystemExit(2) from None
         self._probe_task = asyncio.create_task(self._probe_loop())
 
     async def close(self) -> None:
@@ -94,24 +101,29 @@ class Core:
             if not self.backend.dim:
                 return False
             self.store = MilvusStore(self._store_config(self.backend.dim))
-        return await self.run_store(self.store.ping)
+        up = await self.run_store(self.store.ping)
+        if up:
+            await self._check_fused_weights()
+        return up
+
+    async def _check_fused_weights(self) -> None:
+        """A new collection records the configured weights; an existing one keeps its own, and a
+        difference from the configuration is said once (fused searches with the configured
+        weights are then answered by exact multi-vector scoring, see gateway/search.py)."""
+        configured = dense_part(self.settings.weights.as_dict())
+        stored = self.store.fused_weights
+        if stored is None and configured is not None:
+            await self.run_store(self.store.record_fused_weights, configured)
+        elif stored is not None and configured is not None and not same_weights(stored, configured) and not self._weights_warned:
+            self._weights_warned = True
+            log.warning(
+                "the stored fused vectors were built with weights %s, the configured weights are %s: fused-mode searches "
+                "with the configured weights are scored exactly per channel (slower) until you run "
+                "`python -m gateway.maintenance rebuild-fused` with the gateway stopped (docs/gateway.md)", stored, configured,
+            )
 
     def _store_config(self, dim: int) -> MilvusConfig:
-        s = self.settings
-        return MilvusConfig(
-            uri=s.store_uri,
-            collection=s.collection,
-            dim=dim,
-            token=s.store_token,
-            timeout_s=s.store_timeout_s,
-            index_type=s.index_type,
-            nlist=s.nlist,
-            nprobe=s.nprobe,
-            filtered_limit=s.filtered_limit,
-            overfetch_below=s.overfetch_below,
-            count_cache_s=s.count_cache_s,
-            multi_vector_candidates=s.multi_vector_candidates,
-        )
+        return MilvusConfig.from_settings(self.settings, dim)
 
     # -- helpers for the RPC logic -------------------------------------------------------------
     async def run_store(self, fn: Callable[..., Any], *args: Any) -> Any:

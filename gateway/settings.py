@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 from typing import Annotated, Any, Literal, Sequence
 
@@ -10,20 +11,43 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Weights(BaseModel):
-    """Channel weights of the fused vector and of multi_vector scoring (see gateway/fusion.py)."""
+    """Channel weights (gateway/fusion.py): normalized to sum 1 wherever they are used."""
+
+    model_config = {"extra": "forbid"}
 
     image: float = Field(0.5, ge=0)
     title: float = Field(0.3, ge=0)
     caption: float = Field(0.2, ge=0)
+    keyword: float = Field(0.0, ge=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _parse(cls, value: Any) -> Any:
+        """Also accept "image=0.5,title=0.3" (flags and environment)."""
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("{"):
+                return json.loads(text)
+            out = {}
+            for part in filter(None, (p.strip() for p in text.split(","))):
+                name, _, number = part.partition("=")
+                if not number:
+                    raise ValueError(f"weights {value!r}: write channel=number pairs, e.g. image=0.5,title=0.3")
+                out[name.strip()] = float(number)
+            return out
+        return value
 
     @model_validator(mode="after")
     def _not_all_zero(self) -> "Weights":
-        if self.image + self.title + self.caption <= 0:
+        if self.image + self.title + self.caption + self.keyword <= 0:
             raise ValueError("at least one channel weight must be > 0")
         return self
 
     def as_dict(self) -> dict[str, float]:
-        return {"image": self.image, "title": self.title, "caption": self.caption}
+        return {"image": self.image, "title": self.title, "caption": self.caption, "keyword": self.keyword}
+
+
+QUERY_TYPES = ("text", "image", "composed")
 
 
 class Settings(BaseSettings):
@@ -51,8 +75,8 @@ class Settings(BaseSettings):
     inference_timeout_s: float = 30.0
     inference_threads: int = Field(2, ge=1, description="local backend: worker threads running ONNX Runtime")
     caption: bool = True
-    tags_per_facet: int = Field(2, ge=0)
-    tag_margin: float = Field(0.0, description="keep a term when its cosine beats the facet's mean by this much")
+    tags: bool = Field(True, description="interrogator tags on ingest (caption channel and tag filters)")
+    tags_per_facet: int = Field(2, ge=1, description="at most this many tags per facet (each must reach the facet's min_probability)")
 
     # batching (local backend: cross-request micro-batching, see gateway/batching.py)
     batch_max_size: int = Field(32, ge=1, le=1024, description="local backend: most items in one ONNX Runtime call; 1 = no cross-request batching")
@@ -70,15 +94,20 @@ class Settings(BaseSettings):
     index_type: Literal["AUTOINDEX", "IVF_FLAT", "FLAT", "HNSW"] = "IVF_FLAT"
     nlist: int = 1024
     nprobe: int = 32
-    multi_vector_candidates: int = Field(100, ge=1, le=16384, description="candidates per channel in multi_vector mode")
+    multi_vector_candidates: int = Field(
+        100, ge=1, le=16384, description="candidates per channel (and for the keyword channel) that exact rescoring considers"
+    )
     filtered_limit: int = Field(
         4000, ge=1, le=16384, description="candidates a selective filtered search asks the index for (recall vs latency, see docs)"
     )
     overfetch_below: float = Field(0.2, ge=0, le=1, description="a filter matching less than this share of the catalog over-fetches")
     count_cache_s: float = Field(30.0, ge=0, description="how long a filter's match count is reused")
 
-    # search / fusion
-    weights: Weights = Weights()
+    # search / fusion (gateway/fusion.py; defaults chosen by the quality harness, docs/quality.md)
+    weights: Weights = Weights()  # the stored fused vectors' weights (dense part) and the default of every query type
+    text_query_weights: Annotated[Weights | None, NoDecode] = None
+    image_query_weights: Annotated[Weights | None, NoDecode] = None
+    composed_query_weights: Annotated[Weights | None, NoDecode] = None
     rrf_k: int = Field(60, ge=1)
     text_weight: float = Field(0.5, ge=0, le=1, description="composed queries: share of the text modifier")
     filterable_attributes: Annotated[list[str], NoDecode] = ["size", "colour", "color", "material", "gender", "season"]
@@ -102,15 +131,18 @@ class Settings(BaseSettings):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
 
+    def query_weights(self, query_type: str) -> dict[str, float]:
+        """Default weights of a query type (text, image, composed): its own, else `weights`."""
+        own = getattr(self, f"{query_type}_query_weights")
+        return (own or self.weights).as_dict()
+
     @model_validator(mode="after")
     def _check(self) -> "Settings":
+        if self.weights.image + self.weights.title + self.weights.caption <= 0:
+            raise ValueError("weights: the fused vector needs a dense channel (image, title or caption) with weight > 0")
         if self.top_k_default > self.top_k_max:
             raise ValueError(f"top_k_default {self.top_k_default} > top_k_max {self.top_k_max}")
         return self
-
-    @property
-    def store_is_local_file(self) -> bool:
-        return "://" not in self.store_uri
 
 
 # Flags: one per field, dashes for underscores; nested weights as --weight-image etc.

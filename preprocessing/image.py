@@ -189,3 +189,13 @@ def preprocess_bytes(blobs: Sequence[bytes], spec: ImageSpec, limits: ImageLimit
     return preprocess_images(images, spec)
 
 
+
+
+def is_grayscale(image: Image.Image, tolerance: int = 6) -> bool:
+    """True when an (RGB) image carries no colour: its channels agree within `tolerance` everywhere.
+
+    The interrogator says nothing about colour for such photos (gateway/tagger.py)."""
+    if image.mode in ("L", "LA", "I", "I;16", "F", "1"):
+        return True
+    small = np.asarray(image.convert("RGB").resize((64, 64)), dtype=np.int16)
+    return int(np.abs(small - small.mean(axis=2, keepdims=True)).max()) <= tolerance

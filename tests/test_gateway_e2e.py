@@ -59,13 +59,6 @@ def test_text_search_fused_scores_match_hand_computation(gateway, catalog):
         assert hit.channel_scores["title"] == pytest.approx(float(query @ vectors["title"]), abs=1e-4)
 
 
-def test_fused_vector_is_normalized_weighted_sum(gateway, catalog):
-    vectors = stored_vectors(gateway.stub, "sku-02")
-    weighted = 0.5 * vectors["image"] + 0.3 * vectors["title"] + 0.2 * vectors["caption"]  # the default weights
-    assert np.allclose(vectors["fused"], weighted / np.linalg.norm(weighted), atol=1e-5)
-    assert np.allclose(vectors["image"], embed_image(gateway.stub, catalog["sku-02"].image), atol=1e-5)
-
-
 def test_multi_vector_weighted_score_follows_the_formula(gateway, catalog):
     weights = {"image": 0.2, "title": 0.5, "caption": 0.3}
     response = gateway.stub.Search(
@@ -87,9 +80,10 @@ def test_multi_vector_rrf(gateway, catalog):
         )
         assert len(response.hits) == 5
         assert [h.score for h in response.hits] == sorted((h.score for h in response.hits), reverse=True)
-    # image channel ranks sku-04 first and dominates the weighted RRF: 2/(60+1) beats any other sum
-    assert ids(response)[0] == "sku-04"
-    assert response.hits[0].score >= 2 / 61 - 1e-6
+    # image channel ranks sku-04 first and dominates the weighted RRF (weights normalized: 2/3 and 1/3)
+    assert ids(response)[0] == "sku-04" and response.combine == pb.COMBINE_RRF
+    assert response.hits[0].score >= (2 / 3) / 61 - 1e-6
+    assert response.weights.image == pytest.approx(2 / 3) and response.weights.title == pytest.approx(1 / 3)
 
 
 def test_composed_query_uses_image_and_text(gateway, catalog):
