@@ -39,7 +39,8 @@ def peer_available() -> str | None:
     python = PEER_VENV / "bin" / "python"
     if not python.is_file():
         return f"no clip-retrieval venv at {PEER_VENV} (create it with benchmarks/peer/setup_venv.sh, or set MM_PEER_VENV)"
-    probe = subprocess.run([str(python), "-c", "import clip_retrieval, faiss"], capture_output=True, text=True)
+    code = "import importlib.util, faiss, flask; assert importlib.util.find_spec('clip_retrieval'), 'clip_retrieval missing'"
+    probe = subprocess.run([str(python), "-c", code], capture_output=True, text=True)
     if probe.returncode:
         return f"{PEER_VENV} lacks clip-retrieval/faiss: {probe.stderr.strip()[-200:]}"
     return None

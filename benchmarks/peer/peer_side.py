@@ -92,7 +92,9 @@ def inference(args) -> None:
     _torchvision_shim()
     from pathlib import Path as _Path
 
-    import clip_retrieval.clip_inference.reader as reader
+    import importlib
+
+    reader = importlib.import_module("clip_retrieval.clip_inference.reader")
 
     original = reader.folder_to_keys
 
@@ -109,7 +111,8 @@ def inference(args) -> None:
         return keys, text_files, image_files, metadata_files
 
     reader.folder_to_keys = folder_to_keys
-    from clip_retrieval.clip_inference.main import main as inference_main
+    importlib.import_module("clip_retrieval.clip_inference.main")
+    inference_main = sys.modules["clip_retrieval.clip_inference.main"].main
 
     started = time.perf_counter()
     inference_main(
