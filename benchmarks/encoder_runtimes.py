@@ -32,14 +32,16 @@ def main() -> int:
     parser.add_argument("--arch", default="ViT-B-32")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--seconds", type=float, default=3.0, help="minimum measuring time per cell")
+    parser.add_argument("--repository", type=Path, help="reuse an export of --arch made with --int8 (else export into a temp dir)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
-        repo = Path(tmp) / "repo"
-        print(f"exporting {args.arch} (random weights) with int8 variants ...", flush=True)
-        config = {"preset": "bench", "clip": {"arch": args.arch, "pretrained": None}, "blip": None}
-        run_export(config, repo, 17, ["int8"], log=lambda m: None)
+        repo = args.repository or Path(tmp) / "repo"
+        if args.repository is None:
+            print(f"exporting {args.arch} (random weights) with int8 variants ...", flush=True)
+            config = {"preset": "bench", "clip": {"arch": args.arch, "pretrained": None}, "blip": None}
+            run_export(config, repo, 17, ["int8"], log=lambda m: None)
         manifest = Manifest.load(repo)
         torch.manual_seed(0)
         model, spec, _ = load_clip(args.arch, None)

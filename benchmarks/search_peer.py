@@ -27,11 +27,23 @@ from benchmarks.common import load_average, progress
 from benchmarks.loadgen import TEXT_QUERIES, GatewayClient, PeerClient, closed_loop, query_image
 from benchmarks.stack import Gateway, GatewaySpec, Peer, StoreServer, peer_available, peer_run, populate
 
-# The CPU default (gateway/settings.py) is measured against the peer with fp32 beside it.
+def _default_spec(label: str, **overrides) -> GatewaySpec:
+    """The shipped settings (gateway/settings.py): what `python -m gateway` runs without flags."""
+    from gateway.settings import Settings
+    from runtime.sessions import resolve_engine
+
+    s = Settings()
+    values = dict(variant=s.model_variant, engine=resolve_engine(s.engine), batch_max_size=s.batch_max_size,
+                  batch_max_delay_ms=s.batch_max_delay_ms, threads=s.inference_threads)
+    return GatewaySpec(label, **{**values, **overrides})
+
+
+# The CPU default is measured against the peer, with ORT fp32 (the graph as exported) beside it and
+# the default without cross-request batching (batch_max_size 1: one graph call per request).
 SYSTEMS = [
-    GatewaySpec("ours-fp32", variant="fp32", engine="onnxruntime"),
-    GatewaySpec("ours-default", variant="fp32", engine="openvino-bf16"),
-    GatewaySpec("ours-default-nobatch", variant="fp32", engine="openvino-bf16", batch_max_size=1),
+    _default_spec("ours-fp32", variant="fp32", engine="onnxruntime"),
+    _default_spec("ours-default"),
+    _default_spec("ours-default-nobatch", batch_max_size=1),
 ]
 
 
@@ -148,10 +160,10 @@ def run(repository: Path, n: int = 100_000, blocks: int = 3, seconds: float = 6.
             result["peer"]["prepare"] = peer_run("prepare", "--vectors", str(work / "fused.npy"), "--out", str(work / "peer"),
                                                  "--arch", arch, "--nlist", str(nlist), "--nprobe", "32")
             result["peer"]["index"] = f"IVF{nlist},Flat nprobe 32 (inner product)"
-            peer = Peer(work / "peer", work)
+            peer = Peer(work / "peer", work, arch)
             processes.append(peer)
             result["peer"]["start_s"] = round(peer.start_s, 2)
-            clients["peer"] = PeerClient(peer.url)
+            clients["peer"] = peer.url  # the aiohttp session is made inside the event loop
         gateways = {}
         for spec in systems:
             progress(f"search: starting gateway {spec.label} on the {n}-product store")
@@ -161,6 +173,8 @@ def run(repository: Path, n: int = 100_000, blocks: int = 3, seconds: float = 6.
             result.setdefault("time_to_serving_s", {})[spec.label] = round(gateway.start_s, 2)
 
         async def measure():
+            if "peer" in clients:
+                clients["peer"] = PeerClient(clients["peer"])
             clients.update({label: GatewayClient(g.address) for label, g in gateways.items()})
             try:
                 return await _alternate(clients, ["text", "image"], blocks, seconds, concurrency, image)

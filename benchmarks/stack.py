@@ -25,6 +25,7 @@ from benchmarks.common import progress
 ROOT = Path(__file__).resolve().parents[1]
 PEER_VENV = Path(os.environ.get("MM_PEER_VENV", "/work/peer-venv"))
 PEER_SIDE = Path(__file__).resolve().parent / "peer" / "peer_side.py"
+MODEL_CONFIGS = ROOT / "export" / "model_configs"  # this project's own open_clip configs (tiny smoke-test model)
 WEIGHTS = {"image": 0.5, "title": 0.3, "caption": 0.2}
 
 
@@ -189,11 +190,12 @@ class Gateway(Process):
 class Peer(Process):
     """clip-retrieval's `clip_back` in its own venv (see benchmarks/peer/peer_side.py)."""
 
-    def __init__(self, directory: Path, workdir: Path, timeout: float = 240) -> None:
+    def __init__(self, directory: Path, workdir: Path, arch: str, timeout: float = 240) -> None:
         self.port = free_port()
         started = time.perf_counter()
         env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-        super().__init__([str(PEER_VENV / "bin" / "python"), str(PEER_SIDE), "serve", "--dir", str(directory), "--port", str(self.port)],
+        super().__init__([str(PEER_VENV / "bin" / "python"), str(PEER_SIDE), "serve", "--dir", str(directory), "--port", str(self.port),
+                          "--arch", arch, "--model-configs", str(MODEL_CONFIGS)],
                          workdir / f"peer-{self.port}.log", env, cwd=workdir)
         self.url = f"http://127.0.0.1:{self.port}/knn-service"
         import urllib.request
@@ -212,6 +214,7 @@ class Peer(Process):
 def peer_run(*args: str, timeout: float = 1200) -> dict:
     """Run peer_side.py in the peer venv; returns its last JSON line."""
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    args = (*args, "--model-configs", str(MODEL_CONFIGS))
     done = subprocess.run([str(PEER_VENV / "bin" / "python"), str(PEER_SIDE), *args], capture_output=True, text=True, env=env, timeout=timeout)
     if done.returncode:
         raise RuntimeError(f"peer_side {args[0]} failed:\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}")

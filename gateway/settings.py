@@ -68,8 +68,10 @@ class Settings(BaseSettings):
     model_variant: Literal["fp32", "int8", "int8_static", "fp16"] = Field(
         "fp32", description="CLIP graph: fp32, int8 (dynamic), int8_static (calibrated QDQ), fp16 (GPU); see docs/benchmarks.md"
     )
-    engine: Literal["onnxruntime", "openvino", "openvino-bf16"] = Field(
-        "onnxruntime", description="local backend: engine running the CLIP graphs (runtime/sessions.py; CPU choice in docs/benchmarks.md)"
+    engine: Literal["auto", "onnxruntime", "openvino", "openvino-bf16"] = Field(
+        "auto",
+        description="local backend: engine running the CLIP graphs; auto = openvino-bf16 on CPUs with native bf16 (AMX / AVX-512 BF16) "
+        "when openvino is installed, else onnxruntime (runtime/sessions.py; measured in docs/benchmarks.md)",
     )
     triton_url: str = "127.0.0.1:8001"
     inference_timeout_s: float = 30.0

@@ -19,6 +19,7 @@ import numpy as np
 import onnxruntime as ort
 
 ENGINES = ("onnxruntime", "openvino", "openvino-bf16")
+AUTO = "auto"  # openvino-bf16 where the CPU computes bf16 natively and openvino is installed, else onnxruntime
 _OPENVINO_PRECISION = {"openvino": "f32", "openvino-bf16": "bf16"}
 
 
@@ -26,6 +27,28 @@ def default_providers() -> list[str]:
     """GPU first (TensorRT is Triton's job; in-process we use CUDA), CPU always last."""
     available = set(ort.get_available_providers())
     return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+
+
+def cpu_has_native_bf16() -> bool:
+    """AMX or AVX-512 BF16 (Sapphire Rapids and later; Zen 4): where bf16 GEMMs beat fp32 ones."""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            flags = next((line.split() for line in handle if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def resolve_engine(engine: str | None) -> str:
+    """`auto` (and None: MM_ENGINE, else onnxruntime) -> a concrete engine name."""
+    engine = engine or os.environ.get("MM_ENGINE", "onnxruntime")
+    if engine != AUTO:
+        return engine
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        return "onnxruntime"
+    return "openvino-bf16" if cpu_has_native_bf16() else "onnxruntime"
 
 
 def _threads(intra_op_threads: int | None) -> int:
@@ -39,12 +62,12 @@ def create_session(
     optimization: ort.GraphOptimizationLevel = ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
     engine: str | None = None,
 ) -> Any:
-    """A session on `engine` (default: MM_ENGINE, else onnxruntime) with the ONNX Runtime run() API."""
-    engine = engine or os.environ.get("MM_ENGINE", "onnxruntime")
+    """A session on `engine` (default: MM_ENGINE, else onnxruntime; `auto`: see resolve_engine) with the ONNX Runtime run() API."""
+    engine = resolve_engine(engine)
     if engine in _OPENVINO_PRECISION:
         return OpenVinoSession(path, _threads(intra_op_threads), _OPENVINO_PRECISION[engine])
     if engine != "onnxruntime":
-        raise ValueError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+        raise ValueError(f"unknown engine {engine!r}; choose one of {', '.join((AUTO, *ENGINES))}")
     options = ort.SessionOptions()
     options.graph_optimization_level = optimization
     threads = _threads(intra_op_threads)

@@ -26,6 +26,14 @@ import time
 from pathlib import Path
 
 
+def _model_configs(folder: str | None) -> None:
+    """Register extra open_clip model configs (the smoke test's tiny architecture)."""
+    if folder:
+        import open_clip
+
+        open_clip.add_model_config(folder)
+
+
 def _torchvision_shim() -> None:
     # torchvision 0.28's compiled ops do not load here; open_clip imports it (see FACTS.md)
     import torch
@@ -45,6 +53,7 @@ def prepare(args) -> None:
     _torchvision_shim()
     import open_clip
 
+    _model_configs(args.model_configs)
     out = Path(args.out)
     (out / "index" / "metadata").mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
@@ -74,6 +83,7 @@ def serve(args) -> None:
         return run(self, host="127.0.0.1", port=port, **kwargs)
 
     flask.Flask.run = local_run
+    _model_configs(args.model_configs)
     from clip_retrieval.clip_back import clip_back
 
     directory = Path(args.dir)
@@ -111,6 +121,7 @@ def inference(args) -> None:
         return keys, text_files, image_files, metadata_files
 
     reader.folder_to_keys = folder_to_keys
+    _model_configs(args.model_configs)
     importlib.import_module("clip_retrieval.clip_inference.main")
     inference_main = sys.modules["clip_retrieval.clip_inference.main"].main
 
@@ -151,6 +162,8 @@ def main() -> int:
     i.add_argument("--batch", type=int, default=64)
     i.add_argument("--workers", type=int, default=2)
     i.add_argument("--no-text", action="store_true")
+    for command in (p, s, i):
+        command.add_argument("--model-configs", help="a folder of extra open_clip model configs (JSON)")
     args = parser.parse_args()
     {"prepare": prepare, "serve": serve, "inference": inference}[args.command](args)
     return 0

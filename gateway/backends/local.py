@@ -22,6 +22,7 @@ from PIL import Image
 from gateway.batching import MicroBatcher
 from preprocessing.image import ImageLimits, decode_image, preprocess_images
 from runtime.clip import ClipEncoder
+from runtime.sessions import resolve_engine
 from runtime.manifest import Manifest
 
 log = logging.getLogger("gateway.backends.local")
@@ -57,7 +58,8 @@ class LocalBackend:
         manifest = Manifest.load(self.settings.model_repository)
         variant = self.settings.model_variant
         threads = max(1, self.settings.inference_threads)
-        self.clip = ClipEncoder(manifest, variant=variant, intra_op_threads=threads, image_limits=self.limits, engine=self.settings.engine)
+        self.engine = resolve_engine(self.settings.engine)
+        self.clip = ClipEncoder(manifest, variant=variant, intra_op_threads=threads, image_limits=self.limits, engine=self.engine)
         self.dim, self.model = manifest.embed_dim, str(manifest.clip.get("arch", ""))
         size, delay = self.settings.batch_max_size, self.settings.batch_max_delay_ms / 1000
         if size > 1:
@@ -73,7 +75,7 @@ class LocalBackend:
                 self.itm_scorer = BlipItmScorer(manifest, variant="fp32", intra_op_threads=threads)
             except Exception as exc:  # noqa: BLE001 - ITM is optional
                 log.info("no ITM scorer: %s", exc)
-        log.info("local backend: %s (dim %d), captioner %s, itm %s", self.model, self.dim, self.has_captioner, self.has_itm)
+        log.info("local backend: %s %s on %s (dim %d), captioner %s, itm %s", self.model, variant, self.engine, self.dim, self.has_captioner, self.has_itm)
 
     async def _run(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
