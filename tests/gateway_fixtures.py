@@ -1,9 +1,10 @@
 """Fixtures of the gateway tests: a real `python -m gateway` subprocess on a free port, a catalog.
 
 Import the fixtures into a test module with `from tests.gateway_fixtures import *` (pytest finds
-them there). The gateway runs once per session with the local backend on the tiny export
+them there). The gateway runs once per session and backend - `local` (ONNX Runtime in-process) and `triton` (a real
+tritonserver serving the CPU rendering, one per session: `triton_server`) - on the tiny export
 (`tiny_repository` of tests/conftest.py, or MM_TEST_MODEL_REPOSITORY to reuse an export) and a
-Milvus Lite file in tmp.
+Milvus Lite file in tmp. MM_TEST_BACKENDS=local (or triton) runs one of them.
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from gateway.launcher import free_port, wait_health  # noqa: E402,F401 (re-expor
 from retrieval.v1 import retrieval_pb2 as pb  # noqa: E402
 from retrieval.v1 import retrieval_pb2_grpc as pb_grpc  # noqa: E402
 
-__all__ = ["gateway_repository", "gateway", "catalog", "pb", "free_port", "png", "GatewayProcess", "start_gateway", "wait_health"]
+__all__ = ["gateway_repository", "triton_server", "gateway", "catalog", "pb", "free_port", "png", "GatewayProcess", "start_gateway", "wait_health"]
 
 
 def png(seed: int, size: int = 48) -> bytes:
@@ -71,9 +72,29 @@ def gateway_repository(request) -> Path:
 
 
 @pytest.fixture(scope="session")
-def gateway(gateway_repository, tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("gateway")
-    process = start_gateway(gateway_repository, str(workdir / "products.db"), workdir)
+def triton_server(gateway_repository, tmp_path_factory):
+    """A real tritonserver on the CPU rendering of the gateway's repository (one per session)."""
+    pytest.importorskip("pytriton")  # the tritonserver binary ships in nvidia-pytriton
+    from triton_runner import TritonServer
+    from triton_runner.render import render_cpu
+
+    work = tmp_path_factory.mktemp("triton")
+    render_cpu(gateway_repository, work / "repository")
+    with TritonServer(work / "repository", workdir=work, startup_timeout=120) as server:
+        yield server
+
+
+BACKENDS = [b for b in os.environ.get("MM_TEST_BACKENDS", "local,triton").split(",") if b]
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def gateway(request, gateway_repository, tmp_path_factory):
+    """The gateway on each backend in turn: the same tests run against both."""
+    workdir = tmp_path_factory.mktemp(f"gateway_{request.param}")
+    extra = []
+    if request.param == "triton":
+        extra = ["--triton-url", request.getfixturevalue("triton_server").grpc_url, "--inference-timeout-s", "30"]
+    process = start_gateway(gateway_repository, str(workdir / "products.db"), workdir, *extra, backend=request.param)
     yield process
     process.stop()
 

@@ -1,4 +1,5 @@
-"""End to end over a real socket: `python -m gateway` (local backend, tiny models, Milvus Lite file).
+"""End to end over a real socket: `python -m gateway` (tiny models, Milvus Lite file), once per backend:
+`local` (ONNX Runtime in-process) and `triton` (a real tritonserver), the same assertions for both.
 
 Tiny models have random weights, so these tests check mechanics exactly (own image ranks first,
 filters exclude, scores follow the fusion formula from Embed vectors), never search quality.
@@ -173,6 +174,7 @@ def test_describe_and_embed(gateway, catalog, gateway_repository):
         assert described.caption  # the tiny BLIP babbles, but it speaks
     embedded = gateway.stub.Embed(pb.EmbedRequest(texts=["red shoes", "blue bag"], images=[png(1)]))
     assert embedded.dim == manifest.embed_dim and len(embedded.text_vectors) == 2 and len(embedded.image_vectors) == 1
+    assert embedded.model == manifest.clip["arch"]  # from the manifest on both backends
     for vector in [*embedded.text_vectors, *embedded.image_vectors]:
         assert np.linalg.norm(vector.values) == pytest.approx(1.0, abs=1e-4)
 
