@@ -9,7 +9,7 @@ from gateway.errors import InvalidInput
 from gateway.settings import Settings
 from PIL import Image
 
-from preprocessing.image import ImageDecodeError, ImageLimits, decode_image
+from preprocessing.image import ImageDecodeError, ImageLimits, decode_image, probe_image
 
 _ID = re.compile(r"^[A-Za-z0-9._:/\-]{1,128}$")
 
@@ -50,13 +50,19 @@ def check_text(value: str, settings: Settings, field: str, max_chars: int | None
 
 
 def check_image(value: bytes, settings: Settings, field: str = "image", required: bool = False) -> bytes:
-    """Within the byte limit and decodable (format, pixel count, corruption), so every RPC refuses a bad
-    image up front with the field named; empty is allowed unless `required` (e.g. a text-only search)."""
+    """The cheap checks, from the header (byte limit, format, pixel count: bombs), with the field named;
+    empty is allowed unless `required` (e.g. a text-only search). Runs on the event loop, so it does
+    not decode: a truncated or corrupt body is refused (INVALID_ARGUMENT) by the decode in the backend."""
     if not value:
         if required:
             raise InvalidInput(f"{field} is empty (0 bytes)")
         return value
-    decode_checked(value, settings, field)
+    if len(value) > settings.max_image_bytes:
+        raise InvalidInput(f"{field} is {len(value)} bytes; the limit is {settings.max_image_bytes}")
+    try:
+        probe_image(value, ImageLimits(max_bytes=settings.max_image_bytes))
+    except ImageDecodeError as exc:
+        raise InvalidInput(f"{field}: {exc}") from None
     return value
 
 

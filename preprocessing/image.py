@@ -67,6 +67,18 @@ def decode_image(data: bytes, limits: ImageLimits = ImageLimits()) -> Image.Imag
     EXIF orientation is applied (phone photos), and transparency is composited on white, which is
     how product shots with transparent backgrounds are shown in a shop.
     """
+    image = _open(data, limits, load=True)
+    image = ImageOps.exif_transpose(image)
+    return to_rgb(image)
+
+
+def probe_image(data: bytes, limits: ImageLimits = ImageLimits()) -> tuple[int, int]:
+    """(width, height) from the header only: the cheap checks of decode_image (empty, byte limit, not an
+    image, decompression bomb, sides) without decoding the pixels; truncation shows only when decoding."""
+    return _open(data, limits, load=False).size
+
+
+def _open(data: bytes, limits: ImageLimits, load: bool) -> Image.Image:
     if not data:
         raise ImageDecodeError("image is empty (0 bytes)")
     if len(data) > limits.max_bytes:
@@ -80,7 +92,8 @@ def decode_image(data: bytes, limits: ImageLimits = ImageLimits()) -> Image.Imag
                 raise ImageDecodeError(
                     f"image is {width}x{height} pixels; the limit is {limits.max_pixels} pixels"
                 )
-            image.load()
+            if load:
+                image.load()
     except ImageDecodeError:
         raise
     except UnidentifiedImageError:  # Pillow's message would show a BytesIO repr
@@ -93,8 +106,7 @@ def decode_image(data: bytes, limits: ImageLimits = ImageLimits()) -> Image.Imag
         raise ImageDecodeError(
             f"image is {image.size[0]}x{image.size[1]} pixels; each side must be >= {limits.min_side}"
         )
-    image = ImageOps.exif_transpose(image)
-    return to_rgb(image)
+    return image
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

@@ -90,7 +90,8 @@ def test_bad_images_are_refused_everywhere(gateway, catalog, name):
     data, words = BAD_IMAGES[name]
     invalid(gateway.stub.Search, pb.SearchRequest(image=data), contains=words)
     invalid(gateway.stub.Describe, pb.DescribeRequest(image=data), contains=words)
-    invalid(gateway.stub.Embed, pb.EmbedRequest(images=[png(1), data]), contains="images[1]")
+    # the header checks name the field; a body that fails only when decoded is refused by the backend's decode
+    invalid(gateway.stub.Embed, pb.EmbedRequest(images=[png(1), data]), contains="images[1]" if name == "not an image" else words)
     result = gateway.stub.UpsertProducts(iter([pb.UpsertProductsRequest(product=pb.Product(id=f"bad-{len(name)}", image=data))]), timeout=60)
     assert result.invalid == 1 and words in result.results[0].reason.lower()
     assert_serving(gateway)
