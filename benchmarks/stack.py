@@ -82,9 +82,10 @@ class StoreServer(Process):
     def __init__(self, db_file: Path, log: Path) -> None:
         self.port = free_port()
         code = (
-            "import sys, time; from milvus_lite.server import Server\n"
+            "import signal, sys, time; from milvus_lite.server import Server\n"
             f"s = Server({str(db_file)!r}, '127.0.0.1:{self.port}')\n"
             "assert s.start(), 'milvus lite did not start'\n"
+            "signal.signal(signal.SIGTERM, lambda *_: (s.stop(), sys.exit(0)))  # its milvus child goes too\n"
             "print('started', flush=True)\n"
             "while True: time.sleep(3600)\n"
         )
@@ -126,17 +127,25 @@ def populate(uri: str, collection: str, n: int, dim: int, batch: int = 1000) -> 
     vectors = clustered_vectors(n, dim)
     fused = np.zeros((n, dim), np.float32)
     started = time.perf_counter()
-    for start in range(0, n, batch):
+    done = [0]
+
+    def write(start: int) -> None:
         stop = min(n, start + batch)
-        rows = []
         part = fusion.fused_vectors({c: v[start:stop] for c, v in vectors.items()}, [fusion.DENSE_CHANNELS] * (stop - start), WEIGHTS)
         fused[start:stop] = part
+        rows = []
         for i in range(start, stop):
             product = pb.Product(id=f"p{i}", title=f"product {i}", category=f"cat{i % 20}", brand=f"brand{i % 100}", price=float(i % 500))
             rows.append(build_row(product, Channels({c: v[i] for c, v in vectors.items()}), part[i - start], dim))
         store.upsert(rows)
+        done[0] += stop - start
         if (start // batch) % 20 == 0:
-            progress(f"store: {stop}/{n} rows ({stop / (time.perf_counter() - started):.0f} rows/s)")
+            progress(f"store: {done[0]}/{n} rows ({done[0] / (time.perf_counter() - started):.0f} rows/s)")
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(2) as pool:  # two upserts in flight keep the store's two cores busy (ingest does the same)
+        list(pool.map(write, range(0, n, batch)))
     store.close()
     return fused
 

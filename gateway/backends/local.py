@@ -32,6 +32,7 @@ ImageInput = Union[bytes, Image.Image]
 
 class LocalBackend:
     name = "local"
+    accepts_decoded_images = True  # embed_images / caption take PIL images too: ingest can decode once
 
     def __init__(self, settings) -> None:
         self.settings = settings
