@@ -12,13 +12,14 @@ from __future__ import annotations
 import asyncio
 import math
 from dataclasses import dataclass
-from typing import AsyncIterator
+from typing import Any, AsyncIterator
 
 import numpy as np
+from PIL import Image
 
 from gateway import fusion
 from gateway.core import Core
-from gateway.errors import INVALID_INPUT_ERRORS, InvalidInput, Unavailable
+from gateway.errors import INVALID_INPUT_ERRORS, InvalidInput, LimitExceeded, Unavailable
 from gateway.metrics import UPSERT_ITEMS, StageTimer
 from gateway.rows import MAX_LENGTHS, Channels, build_row
 from gateway.validation import check_id, check_image
@@ -27,6 +28,7 @@ from retrieval.v1 import retrieval_pb2 as pb
 
 MAX_TAGS = 64
 MAX_ATTRIBUTES = 64
+MAX_REASON_CHARS = 150  # UpsertResult.reason (see settings.UPSERT_RESULT_MAX_BYTES)
 
 
 class StorePipeline:
@@ -68,11 +70,13 @@ class Item:
     product: pb.Product
     result: pb.UpsertResult
     grayscale: bool = False
+    decoded: Any = None  # the PIL image validation decoded (reused by a backend that accepts it)
 
 
-def validate_product(product: pb.Product, core: Core) -> bool:
-    """Raise InvalidInput naming the field; decodes the image (cheap next to the models) and says
-    whether it is grayscale (then the interrogator names no colours)."""
+def validate_product(product: pb.Product, core: Core) -> tuple[Image.Image, bool]:
+    """Raise InvalidInput naming the field; returns the decoded image (decoded once: validation,
+    the grayscale check and, on the local backend, CLIP and BLIP all use it) and whether it is
+    grayscale (then the interrogator names no colours)."""
     check_id(product.id, "product.id")
     if not product.image:
         raise InvalidInput("product.image is empty: every product needs an image")
@@ -85,7 +89,8 @@ def validate_product(product: pb.Product, core: Core) -> bool:
         raise InvalidInput(f"product.price must be a finite number >= 0, got {product.price}")
     if len(product.tags) > MAX_TAGS or len(product.attributes) > MAX_ATTRIBUTES:
         raise InvalidInput(f"product has more than {MAX_TAGS} tags or {MAX_ATTRIBUTES} attributes")
-    return is_grayscale(decode_image(product.image, ImageLimits(max_bytes=core.settings.max_image_bytes)))
+    image = decode_image(product.image, ImageLimits(max_bytes=core.settings.max_image_bytes))
+    return image, is_grayscale(image)
 
 
 async def upsert_stream(core: Core, requests: AsyncIterator[pb.UpsertProductsRequest], timer: StageTimer) -> pb.UpsertProductsResponse:
@@ -107,9 +112,18 @@ async def _upsert(
 ) -> pb.UpsertProductsResponse:
     batch: list[Item] = []
     index = 0
+    limit = core.settings.max_upsert_items
     async for request in requests:
+        if index >= limit:
+            await process_batch(core, batch, timer, pipeline)
+            await pipeline.drain()
+            counts = _counts(results)
+            raise LimitExceeded(
+                f"the UpsertProducts stream has more than {limit} items (setting max_upsert_items): send at most {limit} per stream; "
+                f"the first {limit} were processed (ok {counts.ok}, invalid {counts.invalid}, failed {counts.failed}) and resending them is safe"
+            )
         product = request.product
-        item = Item(index, product, pb.UpsertResult(id=product.id, index=index))
+        item = Item(index, product, pb.UpsertResult(id=product.id[: MAX_LENGTHS["id"]], index=index))
         index += 1
         results.append(item.result)
         if any(other.product.id == product.id for other in batch):
@@ -121,6 +135,10 @@ async def _upsert(
             batch = []
     await process_batch(core, batch, timer, pipeline)
     await pipeline.drain()
+    return bounded_response(results, core.settings.max_message_bytes * 3 // 4)
+
+
+def _counts(results: list[pb.UpsertResult]) -> pb.UpsertProductsResponse:
     response = pb.UpsertProductsResponse()
     for result in results:
         if result.status == pb.ITEM_STATUS_OK:
@@ -129,7 +147,29 @@ async def _upsert(
             response.invalid += 1
         else:
             response.failed += 1
-    response.results.extend(results)  # copies: the results were filled in place above
+    return response
+
+
+def bounded_response(results: list[pb.UpsertResult], budget: int) -> pb.UpsertProductsResponse:
+    """One result per item, within `budget` bytes: reasons are cut to MAX_REASON_CHARS, and once the
+    budget is reached the remaining OK results leave out caption and tags (counted in details_omitted).
+
+    Without caption and tags a result is at most UPSERT_RESULT_MAX_BYTES, and settings check that
+    max_upsert_items of those fit the budget, so the response never exceeds the message limit.
+    """
+    response = _counts(results)
+    size = 0
+    for result in results:
+        if len(result.reason) > MAX_REASON_CHARS:
+            result.reason = result.reason[: MAX_REASON_CHARS - 3] + "..."
+        entry = result.ByteSize() + 4  # field tag and length prefix
+        if size + entry > budget and (result.caption or result.tags):
+            result.caption = ""
+            del result.tags[:]
+            response.details_omitted += 1
+            entry = result.ByteSize() + 4
+        size += entry
+        response.results.append(result)  # a copy: the results were filled in place above
     return response
 
 
@@ -140,15 +180,15 @@ async def _validate(core: Core, batch: list[Item], timer: StageTimer) -> list[It
         checks = await asyncio.gather(
             *(loop.run_in_executor(None, validate_product, item.product, core) for item in batch), return_exceptions=True
         )
-    for item, error in zip(batch, checks):
-        if isinstance(error, bool):
-            item.grayscale = error
+    for item, outcome in zip(batch, checks):
+        if isinstance(outcome, tuple):
+            item.decoded, item.grayscale = outcome
             good.append(item)
-        elif isinstance(error, INVALID_INPUT_ERRORS):
-            item.result.status, item.result.reason = pb.ITEM_STATUS_INVALID, str(error)
+        elif isinstance(outcome, INVALID_INPUT_ERRORS):
+            item.result.status, item.result.reason = pb.ITEM_STATUS_INVALID, str(outcome)
             UPSERT_ITEMS.labels("invalid").inc()
         else:
-            raise error
+            raise outcome
     return good
 
 
@@ -174,7 +214,7 @@ async def process_batch(core: Core, batch: list[Item], timer: StageTimer, pipeli
     tagger = core.require_tagger()
     products = [item.product for item in items]
     with timer.stage("inference"):
-        images = [p.image for p in products]
+        images = [item.decoded for item in items] if core.backend.accepts_decoded else [p.image for p in products]
         image_vecs, title_vecs, captions = await asyncio.gather(
             core.guard_backend(core.backend.embed_images(images)),
             _embed_some(core, [fusion.title_text(p.title, p.description) for p in products]),

@@ -27,7 +27,9 @@ from gateway.core import Core
 from gateway.errors import InvalidInput, NotSupported
 from gateway.filters import ProductFilter
 from gateway.metrics import StageTimer
-from gateway.rows import FUSED_FIELD, VECTOR_FIELD, dense_vectors, present_channels, record_of
+from gateway.rows import (
+    CHANNEL_BITS, CHANNEL_MASK_FIELD, FUSED_FIELD, VECTOR_FIELD, channels_of, dense_vectors, present_channels, record_of,
+)
 from gateway.store import EXACT_ID_LIMIT, MilvusStore
 from gateway.validation import check_image, check_text, check_top_k
 from retrieval.v1 import retrieval_pb2 as pb
@@ -139,7 +141,11 @@ async def search(core: Core, request: pb.SearchRequest, timer: StageTimer) -> pb
 
 
 class Candidates:
-    """Candidate gathering and exact scoring for one search (see the module docstring)."""
+    """Candidate gathering and exact scoring for one search (see the module docstring).
+
+    Scores of candidates come from the store as inner products (each channel's ANN list gives them
+    for its own candidates; a search restricted to the other candidates' ids gives the rest, exact),
+    so only the top_k rows are read back with their vectors (for records and channel scores)."""
 
     def __init__(
         self, core: Core, store: MilvusStore, query: np.ndarray, text: str, plan: Plan, flt: ProductFilter, top_k: int, rrf_k: int
@@ -150,6 +156,9 @@ class Candidates:
         self.depth = max(core.settings.multi_vector_candidates, top_k)
         self.keyword_on = self.weights.get(fusion.KEYWORD, 0.0) > 0 and bool(text)
         self.keyword_pairs: list[tuple[str, float]] = []  # the query's BM25 list, best first
+        fused = plan.mode == pb.SEARCH_MODE_FUSED
+        # the dense "fields" scored: the fused vector (its score is the whole dense part) or each weighted channel
+        self.dense = {fusion.FUSED: FUSED_FIELD} if fused else {c: VECTOR_FIELD[c] for c in fusion.DENSE_CHANNELS if self.weights[c] > 0}
 
     def _store(self, fn, *args):
         return self.core.guard_store(fn, *args)
@@ -158,45 +167,94 @@ class Candidates:
         if self.flt.ids and len(self.flt.ids) <= EXACT_ID_LIMIT:
             rows = await self._store(self.store.query, self.flt.expression(), self.store.fields(vectors=True))
             self.keyword_pairs = await self._keyword_list() if self.keyword_on else []
-            return await self._rescore(rows)
+            keyword = await self._keyword_scores([r["id"] for r in rows])
+            return self._top([(row, self._row_scores(row, keyword)) for row in rows])
         if self.plan.combine == "rrf":
             return await self._rrf()
         if self.plan.mode == pb.SEARCH_MODE_FUSED and not self.keyword_on:
             hits = await self._store(self.store.ann, self.query, FUSED_FIELD, self.top_k, self.flt, self.store.fields(vectors=True))
-            out = []
-            for _, distance, row in hits:
-                scores = self._dense_scores(row)
-                if fusion.weighted_score(scores, present_channels(row), self.weights) is None:
-                    continue  # the product has no channel these weights look at
-                out.append((row, distance, scores))
-            return out
+            return self._top([(row, self._row_scores(row, {})) for _, _, row in hits])
         lists = await self._channel_lists()
-        union = list(dict.fromkeys(i for ids in lists.values() for i in ids))
-        rows = await self._store(self.store.get, union, True)
-        return await self._rescore(rows)
+        union = list(dict.fromkeys(i for hits in lists.values() for i in hits))
+        scores, masks = await self._complete(lists, union)
+        keyword = await self._keyword_scores(union)
+        ranked = []
+        for item in union:
+            channel_scores = dict(scores[item])
+            if self.keyword_on:
+                channel_scores[fusion.KEYWORD] = keyword.get(item, 0.0)
+            score = self._score(channel_scores, masks.get(item))
+            if score is not None:
+                ranked.append((item, score))
+        ranked.sort(key=lambda pair: (-pair[1], pair[0]))
+        top = ranked[: self.top_k]
+        rows = {r["id"]: r for r in await self._store(self.store.get, [i for i, _ in top], True)}
+        return [(rows[i], score, self._row_scores(rows[i], keyword)) for i, score in top if i in rows]
 
     async def _keyword_list(self) -> list[tuple[str, float]]:
         return await self._store(self.store.keyword, self.text, self.depth, self.flt)
 
-    async def _channel_lists(self) -> dict[str, list[str]]:
-        """Each weighted channel's candidate ids, best first (the fused field stands for the dense ones)."""
-        jobs: dict[str, Any] = {}
-        if self.plan.mode == pb.SEARCH_MODE_FUSED:
-            jobs[fusion.FUSED] = self._store(self.store.ann, self.query, FUSED_FIELD, self.depth, self.flt)
-        else:
-            for channel in fusion.DENSE_CHANNELS:
-                if self.weights[channel] > 0:
-                    jobs[channel] = self._store(self.store.ann, self.query, VECTOR_FIELD[channel], self.depth, self.flt)
+    async def _channel_lists(self) -> dict[str, dict[str, tuple[float, int]]]:
+        """Each scored field's candidates: id -> (inner product, channel mask), best first; keyword: id -> (bm25, 0)."""
+        names = list(self.dense)
+        jobs = [self._store(self.store.ann, self.query, self.dense[n], self.depth, self.flt, ["id", CHANNEL_MASK_FIELD]) for n in names]
         if self.keyword_on:
-            jobs[fusion.KEYWORD] = self._keyword_list()
-        results = await asyncio.gather(*jobs.values())
-        self.keyword_pairs = results[list(jobs).index(fusion.KEYWORD)] if self.keyword_on else []
-        return {name: [hit[0] for hit in hits] for name, hits in zip(jobs, results)}
+            jobs.append(self._keyword_list())
+        results = await asyncio.gather(*jobs)
+        lists = {n: {i: (d, int(row.get(CHANNEL_MASK_FIELD, 0))) for i, d, row in hits} for n, hits in zip(names, results)}
+        if self.keyword_on:
+            self.keyword_pairs = results[-1]
+            lists[fusion.KEYWORD] = {i: (b, 0) for i, b in self.keyword_pairs}
+        return lists
 
-    def _dense_scores(self, row: dict[str, Any]) -> dict[str, float]:
+    async def _complete(self, lists, union: list[str]) -> tuple[dict[str, dict[str, float]], dict[str, int]]:
+        """Every candidate's score on every scored dense field, and its channel mask."""
+        scores: dict[str, dict[str, float]] = {i: {} for i in union}
+        masks: dict[str, int] = {}
+        missing = {n: [i for i in union if i not in lists[n]] for n in self.dense}
+        found = await asyncio.gather(*(self._store(self.store.within, self.query, self.dense[n], missing[n]) for n in self.dense))
+        for n, extra in zip(self.dense, found):
+            for i, (d, mask) in {**lists[n], **extra}.items():
+                scores[i][n] = d
+                masks[i] = mask
+        lost = [i for i in union if any(n not in scores[i] for n in self.dense)]
+        if lost:  # not returned by a restricted search (should not happen): read their vectors
+            for row in await self._store(self.store.get, lost, True):
+                scores[row["id"]].update({n: v for n, v in self._row_scores(row, {}).items() if n in self.dense})
+                masks[row["id"]] = int(row[CHANNEL_MASK_FIELD])
+        for i in union:
+            masks.setdefault(i, CHANNEL_BITS[fusion.KEYWORD])  # keyword-only candidates with no dense field scored
+        return scores, masks
+
+    def _score(self, channel_scores: dict[str, float], mask: int | None) -> float | None:
+        """The formula; with the fused field standing for the dense part (its score already is the
+        renormalized dense weighted sum), the dense part weighs sum_{c in P, dense} w_c."""
+        present = channels_of(mask or 0)
+        if fusion.FUSED not in channel_scores:
+            return fusion.weighted_score(channel_scores, present, self.weights)
+        dense_weight = sum(self.weights[c] for c in fusion.DENSE_CHANNELS if c in present)
+        keyword_weight = self.weights[fusion.KEYWORD] if self.keyword_on and fusion.KEYWORD in present else 0.0
+        if dense_weight + keyword_weight <= 0:
+            return None
+        keyword = channel_scores.get(fusion.KEYWORD, 0.0) * keyword_weight
+        return (dense_weight * channel_scores[fusion.FUSED] + keyword) / (dense_weight + keyword_weight)
+
+    def _row_scores(self, row: dict[str, Any], keyword: dict[str, float]) -> dict[str, float]:
         scores = {c: float(np.dot(self.query, v)) for c, v in dense_vectors(row).items()}
         scores[fusion.FUSED] = float(np.dot(self.query, np.asarray(row[FUSED_FIELD], np.float32)))
+        if self.keyword_on:
+            scores[fusion.KEYWORD] = keyword.get(row["id"], 0.0)
         return scores
+
+    def _top(self, scored_rows):
+        out = []
+        for row, scores in scored_rows:
+            dense_only = {k: v for k, v in scores.items() if k != fusion.FUSED}
+            score = fusion.weighted_score(dense_only, present_channels(row), self.weights)
+            if score is not None:
+                out.append((row, score, scores))
+        out.sort(key=lambda item: (-item[1], item[0]["id"]))
+        return out[: self.top_k]
 
     async def _keyword_scores(self, ids: list[str]) -> dict[str, float]:
         """Normalized BM25 of every candidate (exact: a BM25 search restricted to the candidates)."""
@@ -209,33 +267,13 @@ class Candidates:
             known.update(await self._store(self.store.keyword, self.text, len(missing), self.flt, missing))
         return fusion.keyword_scores({i: known.get(i, 0.0) for i in ids}, best)
 
-    async def _rescore(self, rows: list[dict[str, Any]]):
-        keyword = await self._keyword_scores([r["id"] for r in rows])
-        out = []
-        for row in rows:
-            scores = self._dense_scores(row)
-            if self.keyword_on:
-                scores[fusion.KEYWORD] = keyword.get(row["id"], 0.0)
-            score = fusion.weighted_score(scores, present_channels(row), self.weights)
-            if score is not None:
-                out.append((row, score, scores))
-        out.sort(key=lambda item: (-item[1], item[0]["id"]))
-        return out[: self.top_k]
-
     async def _rrf(self):
         lists = await self._channel_lists()
-        fused = fusion.rrf_scores(lists, self.weights, self.rrf_k)
+        fused = fusion.rrf_scores({n: list(hits) for n, hits in lists.items()}, self.weights, self.rrf_k)
         top = list(fused)[: self.top_k]
         rows = {r["id"]: r for r in await self._store(self.store.get, top, True)}
         keyword = await self._keyword_scores(top)
-        out = []
-        for item in top:
-            if item in rows:
-                scores = self._dense_scores(rows[item])
-                if self.keyword_on:
-                    scores[fusion.KEYWORD] = keyword.get(item, 0.0)
-                out.append((rows[item], fused[item], scores))
-        return out
+        return [(rows[i], fused[i], self._row_scores(rows[i], keyword)) for i in top if i in rows]
 
 
 async def rerank(core: Core, image: bytes, response: pb.SearchResponse) -> None:

@@ -10,6 +10,11 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
+# Bytes of one UpsertResult without caption and tags (id <= 128 characters of up to 4 bytes, index,
+# status, reason <= 150 characters, field tags): the upsert response budget rests on it (gateway/ingest.py).
+UPSERT_RESULT_MAX_BYTES = 1_200
+
+
 class Weights(BaseModel):
     """Channel weights (gateway/fusion.py): normalized to sum 1 wherever they are used."""
 
@@ -92,6 +97,7 @@ class Settings(BaseSettings):
     store_token: str = ""
     collection: str = "products"
     store_timeout_s: float = 10.0
+    store_load_timeout_s: float = Field(600.0, gt=0, description="loading the collection at start (100k products: 10-35 s here)")
     store_concurrency: int = Field(2, ge=1, le=8, description="upsert batches in flight to the store per stream")
     index_type: Literal["AUTOINDEX", "IVF_FLAT", "FLAT", "HNSW"] = "IVF_FLAT"
     nlist: int = 1024
@@ -126,6 +132,21 @@ class Settings(BaseSettings):
     # health
     probe_interval_s: float = 2.0
 
+    # security (docs/security.md) -------------------------------------------------------------
+    api_keys_file: Path | None = Field(None, description="API keys, one 'name scopes key' per line (docs/security.md); with keys set, writes need a key")
+    api_keys: str = Field("", description="API keys inline, entries separated by ';' (same format as the file)")
+    require_read_key: bool = Field(False, description="reads (Search, Get, Describe, Embed) need a read key too")
+    tls_cert: Path | None = Field(None, description="PEM certificate chain: serve TLS (with tls_key)")
+    tls_key: Path | None = Field(None, description="PEM private key of tls_cert")
+    tls_client_ca: Path | None = Field(None, description="PEM CA: require client certificates it signed (mutual TLS)")
+    reflection: bool = Field(False, description="serve gRPC reflection (needs an admin key when keys are set)")
+    max_concurrent_rpcs: int = Field(256, ge=0, description="calls in progress at once; more get RESOURCE_EXHAUSTED (0 = no cap)")
+    max_deadline_s: float = Field(60.0, gt=0, description="longest a unary call may run, whatever deadline the client set")
+    max_stream_s: float = Field(1800.0, gt=0, description="longest an UpsertProducts stream may run")
+    rate_limit_rps: float = Field(0.0, ge=0, description="calls per second per API key (or per client address without a key); 0 = off")
+    rate_limit_burst: int = Field(50, ge=1, description="token-bucket size of the rate limit")
+    max_upsert_items: int = Field(20_000, ge=1, description="items per UpsertProducts stream; more end the stream with RESOURCE_EXHAUSTED")
+
     @field_validator("filterable_attributes", mode="before")
     @classmethod
     def _split(cls, value: Any) -> Any:
@@ -144,6 +165,15 @@ class Settings(BaseSettings):
             raise ValueError("weights: the fused vector needs a dense channel (image, title or caption) with weight > 0")
         if self.top_k_default > self.top_k_max:
             raise ValueError(f"top_k_default {self.top_k_default} > top_k_max {self.top_k_max}")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together: set both or neither")
+        if self.max_upsert_items * UPSERT_RESULT_MAX_BYTES > self.max_message_bytes * 3 // 4:
+            raise ValueError(
+                f"max_upsert_items {self.max_upsert_items} is too large for max_message_bytes {self.max_message_bytes}: "
+                f"the upsert response would not fit (at most {self.max_message_bytes * 3 // 4 // UPSERT_RESULT_MAX_BYTES})"
+            )
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise ValueError("tls_client_ca (mutual TLS) needs tls_cert and tls_key")
         return self
 
 

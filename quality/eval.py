@@ -23,7 +23,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from gateway.process import stop_process
+from gateway import launcher
 from quality.datasets import FMNIST_SYNONYMS, category_queries
 from quality.metrics import summarize
 
@@ -104,26 +104,12 @@ def build_queries(rows: Sequence[dict], n_image: int, seed: int) -> list[Query]:
 
 
 # -- the system ---------------------------------------------------------------------------------
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_gateway(cfg: EvalConfig, log: Callable[[str], None]) -> tuple[subprocess.Popen, str]:
+def start_gateway(cfg: EvalConfig, log: Callable[[str], None]) -> launcher.GatewayProcess:
     """`python -m gateway` with the local backend on the exported repository and a Milvus Lite file."""
-    cfg.workdir.mkdir(parents=True, exist_ok=True)
-    port = _free_port()
     store = cfg.store_uri or str(cfg.workdir / "products.db")
-    command = [sys.executable, "-m", "gateway", "--host", "127.0.0.1", "--port", str(port), "--metrics-port", "0",
-               "--backend", "local", "--model-repository", str(cfg.repository), "--store-uri", store, *cfg.gateway_args]
-    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    log_file = (cfg.workdir / "gateway.log").open("a")
-    proc = subprocess.Popen(command, cwd=ROOT, stdout=log_file, stderr=subprocess.STDOUT, env=env)
-    log(f"[eval] gateway pid {proc.pid} on 127.0.0.1:{port}, store {store}")
-    return proc, f"127.0.0.1:{port}"
+    gateway = launcher.start(cfg.repository, store, cfg.workdir, cfg.gateway_args, log_path=cfg.workdir / "gateway.log", wait=False)
+    log(f"[eval] gateway pid {gateway.proc.pid} on {gateway.address}, store {store}")
+    return gateway
 
 
 def index_catalog(catalog: Path, address: str, log: Callable[[str], None]) -> float:
@@ -279,10 +265,11 @@ def run_eval(cfg: EvalConfig, log: Callable[[str], None] = print) -> dict[str, A
     catalog = ensure_catalog(cfg, log)
     rows = read_rows(catalog)
     ids = [r["id"] for r in rows]
-    proc = None
+    gateway = None
     address = cfg.address
     if address is None:
-        proc, address = start_gateway(cfg, log)
+        gateway = start_gateway(cfg, log)
+        address = gateway.address
     try:
         with SearchClient(address, timeout=120) as client:
             client.wait_until_serving(timeout=180)
@@ -307,8 +294,8 @@ def run_eval(cfg: EvalConfig, log: Callable[[str], None] = print) -> dict[str, A
                     })
                 log(f"[eval] {ablation.name}: done ({ms:.1f} ms/query)")
     finally:
-        if proc is not None:
-            stop_process(proc)
+        if gateway is not None:
+            gateway.stop()
     results.sort(key=lambda r: ["text->image", "image->image", "composed"].index(r["task"]))
     text = table(results)
     report = {"catalog": str(catalog), "products": len(rows), "repository": str(cfg.repository),

@@ -32,7 +32,7 @@ ImageInput = Union[bytes, Image.Image]
 
 class LocalBackend:
     name = "local"
-    accepts_decoded_images = True  # embed_images / caption take PIL images too: ingest can decode once
+    accepts_decoded = True  # embed_images / caption take decoded PIL images too
 
     def __init__(self, settings) -> None:
         self.settings = settings

@@ -238,16 +238,18 @@ class UpsertResult(_message.Message):
     def __init__(self, id: _Optional[str] = ..., status: _Optional[_Union[ItemStatus, str]] = ..., reason: _Optional[str] = ..., caption: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., index: _Optional[int] = ...) -> None: ...
 
 class UpsertProductsResponse(_message.Message):
-    __slots__ = ("results", "ok", "invalid", "failed")
+    __slots__ = ("results", "ok", "invalid", "failed", "details_omitted")
     RESULTS_FIELD_NUMBER: _ClassVar[int]
     OK_FIELD_NUMBER: _ClassVar[int]
     INVALID_FIELD_NUMBER: _ClassVar[int]
     FAILED_FIELD_NUMBER: _ClassVar[int]
+    DETAILS_OMITTED_FIELD_NUMBER: _ClassVar[int]
     results: _containers.RepeatedCompositeFieldContainer[UpsertResult]
     ok: int
     invalid: int
     failed: int
-    def __init__(self, results: _Optional[_Iterable[_Union[UpsertResult, _Mapping]]] = ..., ok: _Optional[int] = ..., invalid: _Optional[int] = ..., failed: _Optional[int] = ...) -> None: ...
+    details_omitted: int
+    def __init__(self, results: _Optional[_Iterable[_Union[UpsertResult, _Mapping]]] = ..., ok: _Optional[int] = ..., invalid: _Optional[int] = ..., failed: _Optional[int] = ..., details_omitted: _Optional[int] = ...) -> None: ...
 
 class GetProductsRequest(_message.Message):
     __slots__ = ("ids", "include_vectors")
