@@ -235,6 +235,14 @@ def _targets(res: dict) -> list[str]:
     return out
 
 
+def _safe(render, *args) -> list[str]:
+    """A section, or the reason it could not be rendered (a results file of an older layout must not lose the page)."""
+    try:
+        return render(*args)
+    except (KeyError, TypeError, ValueError, StopIteration) as exc:
+        return [f"_section not rendered: {type(exc).__name__}: {exc}_"]
+
+
 def write_report(results: Path, docs: Path) -> None:
     res = _load(results)
     suite = res.pop("suite", {})
@@ -252,16 +260,16 @@ def write_report(results: Path, docs: Path) -> None:
     lines.append("|---|---|---:|---|")
     for step, info in suite.get("steps", {}).items():
         lines.append(f"| {step} | {info.get('status')} | {info.get('seconds')} | {info.get('load_average_before')} / {info.get('load_average_after')} |")
-    lines += ["", "## Targets", ""] + _targets(res)
+    lines += ["", "## Targets", ""] + _safe(_targets, res)
     lines += ["", "## Search side by side with clip-retrieval", ""]
     s = res.get("search")
-    lines += _search_section(s, docs.parent) if _ok(s) else [_failed("search", s)]
+    lines += _safe(_search_section, s, docs.parent) if _ok(s) else [_failed("search", s)]
     lines += ["", "## Indexing throughput", ""]
     ix = res.get("indexing")
-    lines += _indexing_section(ix) if _ok(ix) else [_failed("indexing", ix)]
+    lines += _safe(_indexing_section, ix) if _ok(ix) else [_failed("indexing", ix)]
     lines += ["", "## CPU kernels: engine x precision (the CPU default is chosen here)", ""]
     k = res.get("kernels")
-    lines += _kernels_section(k) if _ok(k) else [_failed("kernels", k)]
+    lines += _safe(_kernels_section, k) if _ok(k) else [_failed("kernels", k)]
     lines += ["", "## CLIP encoders: PyTorch eager vs ONNX Runtime", "", "`python -m benchmarks --only encoder_runtimes` "
               "(script `benchmarks/encoder_runtimes.py --repository REPO`)", ""]
     e = res.get("encoder_runtimes")
@@ -286,10 +294,11 @@ def write_report(results: Path, docs: Path) -> None:
     st = res.get("store_search")
     if _ok(st) and "store" in st:
         store = st["store"]
-        lines.append(f"{store['n']:,} rows: insert {store['insert']['rows_per_s']} rows/s.\n")
-        lines += ["| mode | filter | vectors | p50 ms | p99 ms | recall@10 |", "|---|---|---|---:|---:|---:|"]
-        lines += [f"| {r['mode']} | {r['filter']} | {r.get('output_vectors')} | {r['p50']} | {r['p99']} | {r.get('recall@10', '-')} |"
-                  for r in store["search"]]
+        lines.append(f"{store.get('n', '?')} rows: insert {store.get('insert', {}).get('rows_per_s', '?')} rows/s.\n")
+        rows = [r for r in store.get("search", []) if isinstance(r, dict)]
+        keys = [k for k in dict.fromkeys(k for r in rows for k in r) if not isinstance(rows[0].get(k), (dict, list))]
+        lines += ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+        lines += ["| " + " | ".join(str(r.get(k, "-")) for k in keys) + " |" for r in rows]
     else:
         lines.append(_failed("store_search", st))
     lines += ["", "## Elsewhere", "", "- Load generator against the local gateway: `client/README.md` (`mmsearch load`).",

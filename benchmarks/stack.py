@@ -160,40 +160,26 @@ class GatewaySpec:
     threads: int = 2
 
 
-class Gateway(Process):
-    """`python -m gateway` on free ports with the local backend."""
+class Gateway:
+    """`python -m gateway` with the local backend, started by gateway.launcher (free ports, health wait)."""
 
     def __init__(self, spec: GatewaySpec, repository: Path, store_uri: str, collection: str, workdir: Path, timeout: float = 180) -> None:
+        from gateway import launcher
+
         self.spec = spec
-        self.port, self.metrics_port = free_port(), free_port()
         args = [
-            sys.executable, "-m", "gateway", "--port", str(self.port), "--metrics-port", str(self.metrics_port),
-            "--model-repository", str(repository), "--store-uri", store_uri, "--collection", collection,
-            "--model-variant", spec.variant, "--engine", spec.engine, "--caption", "false",
+            "--collection", collection, "--model-variant", spec.variant, "--engine", spec.engine, "--caption", "false",
             "--batch-max-size", str(spec.batch_max_size), "--batch-max-delay-ms", str(spec.batch_max_delay_ms),
             "--inference-threads", str(spec.threads), "--store-timeout-s", "60",
         ]
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
         started = time.perf_counter()
-        super().__init__(args, workdir / f"gateway-{spec.label}-{self.port}.log", env)
-        self.address = f"127.0.0.1:{self.port}"
-        import grpc
-        from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-        channel = grpc.insecure_channel(self.address)
-
-        def serving() -> bool:
-            status = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=2).status
-            return status == health_pb2.HealthCheckResponse.SERVING
-
-        try:
-            _wait(serving, timeout, self.proc, f"gateway {spec.label}", self.log)
-        except BaseException:
-            self.stop()
-            raise
-        finally:
-            channel.close()
+        self.process = launcher.start(repository, store_uri, workdir, args, metrics_port=None, timeout=timeout,
+                                      log_path=workdir / f"gateway-{spec.label}-{collection}.log")
         self.start_s = time.perf_counter() - started
+        self.address, self.metrics_port, self.log = self.process.address, self.process.metrics_port, self.process.log_path
+
+    def stop(self) -> None:
+        self.process.stop(grace=15)
 
 
 class Peer(Process):
