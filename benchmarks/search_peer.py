@@ -223,10 +223,6 @@ def run(repository: Path, n: int = 100_000, blocks: int = 3, seconds: float = 6.
             gateway.stop()
             processes.remove(gateway)
         result["scaling_catalog"] = {str(k): v for k, v in sorted(sizes.items())}
-        result["scaling_catalog_note"] = (
-            "1M products not measured: 1M x 4 dense vectors x 512 float32 = 8 GB in the store plus ~6 min of inserts at the "
-            "measured rate, over this machine's budget (24 GB RAM shared by 5 agents; the suite's 15 min)"
-        )
     finally:
         for process in reversed(processes):
             process.stop()
