@@ -64,6 +64,7 @@ def _config(args: argparse.Namespace) -> ConnectionConfig:
 
 
 def cmd_index(args: argparse.Namespace) -> int:
+    from client.fetch import FetchOptions
     from client.indexer import IndexOptions, index_catalog
     from client.resume import default_state_path
 
@@ -86,7 +87,23 @@ def cmd_index(args: argparse.Namespace) -> int:
         max_rate=args.max_rate,
         restart=args.restart,
         progress=not args.no_progress,
+        fetch=FetchOptions(
+            concurrency=args.fetch_concurrency,
+            per_host=args.fetch_per_host,
+            timeout_s=args.fetch_timeout,
+            retries=args.fetch_retries,
+            max_bytes=args.max_image_bytes,
+            cache_dir=None if args.no_image_cache else (args.image_cache or Path(str(base) + ".image-cache")),
+        ),
     )
+    for name, value in (("--fetch-concurrency", args.fetch_concurrency), ("--fetch-per-host", args.fetch_per_host),
+                        ("--max-image-bytes", args.max_image_bytes)):
+        if value < 1:
+            print(f"error: {name} must be >= 1, got {value}", file=sys.stderr)
+            return 2
+    if args.fetch_timeout <= 0 or args.fetch_retries < 0:
+        print("error: --fetch-timeout must be > 0 and --fetch-retries >= 0", file=sys.stderr)
+        return 2
     config = _config(args)
     try:
         with SearchClient(config=config) as client:
@@ -328,6 +345,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--wait", type=float, default=60.0, help="seconds to wait for the gateway to be SERVING (default 60)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    g = p.add_argument_group("image URLs (rows with image_url)")
+    g.add_argument("--fetch-concurrency", type=int, default=16, help="downloads in flight in all (default 16)")
+    g.add_argument("--fetch-per-host", type=int, default=4, help="downloads in flight per host (default 4)")
+    g.add_argument("--fetch-timeout", type=float, default=15.0, help="seconds per download attempt (default 15)")
+    g.add_argument("--fetch-retries", type=int, default=3, help="retries after timeouts, connection errors, 429/5xx (default 3)")
+    g.add_argument("--max-image-bytes", type=int, default=10 * 1024 * 1024, help="larger downloads fail (default 10 MiB)")
+    g.add_argument("--image-cache", type=Path, default=None, help="download cache folder (default CATALOG.image-cache)")
+    g.add_argument("--no-image-cache", action="store_true", help="do not cache downloads on disk")
     p.set_defaults(func=cmd_index)
 
     p = sub.add_parser("search", parents=[conn], help="search by text, image, or both",

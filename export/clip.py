@@ -198,6 +198,14 @@ def _parity(
     return {output_name: worst}
 
 
+def _calibration(name: str, input_name: str, spec, tokenizer, batch: int = 8) -> list[dict]:
+    """Static-int8 calibration feeds for one tower: real product photos or titles, in batches."""
+    from export.calibration import calibration_images, calibration_texts
+
+    data = preprocess_images(calibration_images(), spec) if name == CLIP_IMAGE else tokenizer(calibration_texts())
+    return [{input_name: data[i : i + batch]} for i in range(0, len(data), batch)]
+
+
 def export_clip(
     config: dict[str, Any],
     staging: Path,
@@ -237,7 +245,8 @@ def export_clip(
         models[name] = graph_entry(staging, name, parity=parity, normalized=True, embed_dim=embed_dim)
         if variants:
             log(f"clip: {name} variants {', '.join(variants)}")
-            models[name]["variants"] = add_variants(staging, name, variants, {input_name: example}, int8_ops)
+            calibration = _calibration(name, input_name, spec, tokenizer) if "int8_static" in variants else None
+            models[name]["variants"] = add_variants(staging, name, variants, {input_name: example}, int8_ops, calibration)
     family = {
         "arch": arch,
         "pretrained": pretrained,

@@ -78,8 +78,13 @@ class Core:
     async def probe(self) -> bool:
         """Check (and connect) both dependencies; update health."""
         async with self._lock:
-            self.backend_up = await self._probe_backend()
-            self.store_up = await self._probe_store()
+            # concurrently: opening a large store (loading its collection) overlaps loading the models
+            self.backend_up, self.store_up = await asyncio.gather(self._probe_backend(), self._probe_store())
+            if self.backend_up and self.store_up and self.store.dim != self.backend.dim:
+                raise SchemaMismatch(
+                    f"collection {self.settings.collection!r} holds {self.store.dim}-d vectors but the models give "
+                    f"{self.backend.dim}-d: use another --collection or store"
+                )
         DEPENDENCY_UP.labels("backend").set(int(self.backend_up))
         DEPENDENCY_UP.labels("store").set(int(self.store_up))
         self._notify(self.serving)
@@ -101,9 +106,10 @@ class Core:
 
     async def _probe_store(self) -> bool:
         if self.store is None:
-            if not self.backend.dim:
-                return False
+            # dim 0: an existing collection says its dimension, so the store opens before the models are loaded
             self.store = MilvusStore(self._store_config(self.backend.dim))
+        if not self.store.dim and self.backend.dim:
+            self.store.dim = self.store.config.dim = self.backend.dim
         up = await self.run_store(self.store.ping)
         if up:
             await self._check_fused_weights()

@@ -70,7 +70,14 @@ class Settings(BaseSettings):
     # inference
     backend: Literal["local", "triton"] = "local"
     model_repository: Path = Path("model_repository")
-    model_variant: Literal["fp32", "int8", "fp16"] = "fp32"
+    model_variant: Literal["fp32", "int8", "int8_static", "fp16"] = Field(
+        "fp32", description="CLIP graph: fp32, int8 (dynamic), int8_static (calibrated QDQ), fp16 (GPU); see docs/benchmarks.md"
+    )
+    engine: Literal["auto", "onnxruntime", "openvino", "openvino-bf16"] = Field(
+        "auto",
+        description="local backend: engine running the CLIP graphs; auto = openvino-bf16 on CPUs with native bf16 (AMX / AVX-512 BF16) "
+        "when openvino is installed, else onnxruntime (runtime/sessions.py; measured in docs/benchmarks.md)",
+    )
     triton_url: str = "127.0.0.1:8001"
     inference_timeout_s: float = 30.0
     inference_threads: int = Field(2, ge=1, description="local backend: worker threads running ONNX Runtime")
@@ -78,11 +85,19 @@ class Settings(BaseSettings):
     tags: bool = Field(True, description="interrogator tags on ingest (caption channel and tag filters)")
     tags_per_facet: int = Field(2, ge=1, description="at most this many tags per facet (each must reach the facet's min_probability)")
 
+    # batching (local backend: cross-request micro-batching, see gateway/batching.py)
+    batch_max_size: int = Field(32, ge=1, le=1024, description="local backend: most items in one ONNX Runtime call; 1 = no cross-request batching")
+    batch_max_delay_ms: float = Field(
+        2.0, ge=0, le=1000, description="local backend: longest a request waits for others to join its batch while the model is idle"
+    )
+    preprocess_threads: int = Field(2, ge=1, description="local backend: threads decoding images and tokenizing texts")
+
     # store
     store_uri: str = "data/products.db"
     store_token: str = ""
     collection: str = "products"
     store_timeout_s: float = 10.0
+    store_load_timeout_s: float = Field(600.0, gt=0, description="loading the collection at start (100k products: 10-35 s here)")
     store_concurrency: int = Field(2, ge=1, le=8, description="upsert batches in flight to the store per stream")
     index_type: Literal["AUTOINDEX", "IVF_FLAT", "FLAT", "HNSW"] = "IVF_FLAT"
     nlist: int = 1024

@@ -75,6 +75,7 @@ class MilvusConfig:
     filtered_limit: int = 4000
     overfetch_below: float = 0.2
     count_cache_s: float = 30.0
+    load_timeout_s: float = 600.0  # loading a large collection takes longer than one call's timeout
     index_extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -84,7 +85,7 @@ class MilvusConfig:
         return cls(
             uri=s.store_uri, collection=collection or s.collection, dim=dim, token=s.store_token, timeout_s=s.store_timeout_s,
             index_type=s.index_type, nlist=s.nlist, nprobe=s.nprobe, filtered_limit=s.filtered_limit,
-            overfetch_below=s.overfetch_below, count_cache_s=s.count_cache_s,
+            overfetch_below=s.overfetch_below, count_cache_s=s.count_cache_s, load_timeout_s=s.store_load_timeout_s,
         )
 
 
@@ -160,12 +161,14 @@ class MilvusStore:
         name, timeout = self.config.collection, self._timeout
         if not client.has_collection(name, timeout=timeout):
             if not self.dim:
-                raise SchemaMismatch(f"collection {name!r} does not exist in {self.config.uri!r}")
+                raise Unavailable(f"collection {name!r} does not exist yet: it is created once the models say their dimension")
             client.create_collection(name, schema=self._schema(), index_params=self._index_params(client), timeout=timeout)
             log.info("created collection %s (dim %d, %s)", name, self.dim, SCHEMA_TAG)
         else:
             self._check_schema(client)
-        client.load_collection(name, timeout=timeout)
+        started = time.monotonic()
+        client.load_collection(name, timeout=max(timeout, int(self.config.load_timeout_s)))
+        log.info("collection %s loaded in %.1f s", name, time.monotonic() - started)
         if not client.has_collection(self.meta_collection, timeout=timeout):
             self._create_meta(client)
         client.load_collection(self.meta_collection, timeout=timeout)
