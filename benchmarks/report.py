@@ -275,6 +275,7 @@ def _safe(render, *args) -> list[str]:
 
 
 def write_report(results: Path, docs: Path) -> None:
+    docs.parent.mkdir(parents=True, exist_ok=True)  # the plots are written beside it while the sections render
     res = _load(results)
     suite = res.pop("suite", {})
     m = suite.get("machine", {})
@@ -336,5 +337,4 @@ def write_report(results: Path, docs: Path) -> None:
         lines.append(_failed("store_search", st))
     lines += ["", "## Elsewhere", "", "- Load generator against the local gateway: `client/README.md` (`mmsearch load`).",
               "- Search quality (Fashion-MNIST, ablation per channel): `docs/quality.md` (`python -m quality eval`).", ""]
-    docs.parent.mkdir(parents=True, exist_ok=True)
     docs.write_text("\n".join(lines) + "\n")
