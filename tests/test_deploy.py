@@ -688,7 +688,7 @@ def test_dockerfiles_copy_existing_paths_and_every_package():
 
 def test_gateway_image_is_slim_non_root_and_health_checked():
     text = (DOCKER / "gateway.Dockerfile").read_text()
-    assert re.search(r'pip install -c constraints\.txt "\.\[serving\]"', text)
+    assert re.search(r'pip install -c constraints\.txt "\.\[serving,openvino\]"', text)  # the serving extra and the shipped CPU engine
     assert re.search(r"^USER 10001:10001$", text, re.MULTILINE)
     assert re.search(r'^HEALTHCHECK .*\n\s+CMD \["python", "/usr/local/bin/mm-healthcheck"\]', text, re.MULTILINE)
     assert "COPY deploy/docker/healthcheck.py /usr/local/bin/mm-healthcheck" in text
