@@ -8,6 +8,7 @@ Unavailable.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Sequence
 
@@ -32,6 +33,7 @@ class TritonBackend:
         self.dim = 0
         self.model = ""
         self._client = None
+        self._retired: set = set()  # clients dropped by _reset, closed once their calls are done
         self._has_caption = False
         self._has_rerank = False
 
@@ -51,8 +53,17 @@ class TritonBackend:
         return self._client
 
     async def _reset(self) -> None:
+        """Drop the client so the next call reconnects. Calls still in flight on it keep it until
+        their own timeout (closing it under them would cancel them instead of letting them fail
+        with their own error); it is closed after that."""
         client, self._client = self._client, None
         if client is not None:
+            self._retired.add(client)
+            asyncio.get_running_loop().call_later(self.timeout + 1.0, lambda: asyncio.ensure_future(self._close_retired(client)))
+
+    async def _close_retired(self, client) -> None:
+        if client in self._retired:
+            self._retired.discard(client)
             try:
                 await client.close()
             except Exception:  # noqa: BLE001
@@ -153,4 +164,7 @@ class TritonBackend:
         return np.concatenate(parts).reshape(-1).astype(np.float32) if parts else np.zeros(0, np.float32)
 
     async def close(self) -> None:
-        await self._reset()
+        client, self._client = self._client, None
+        for old in [*self._retired, *([client] if client is not None else [])]:
+            self._retired.add(old)
+            await self._close_retired(old)
