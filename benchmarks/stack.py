@@ -21,18 +21,13 @@ from typing import Sequence
 import numpy as np
 
 from benchmarks.common import progress
+from gateway.launcher import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 PEER_VENV = Path(os.environ.get("MM_PEER_VENV", "/work/peer-venv"))
 PEER_SIDE = Path(__file__).resolve().parent / "peer" / "peer_side.py"
 MODEL_CONFIGS = ROOT / "export" / "model_configs"  # this project's own open_clip configs (tiny smoke-test model)
 WEIGHTS = {"image": 0.5, "title": 0.3, "caption": 0.2}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def peer_available() -> str | None:
