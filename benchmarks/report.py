@@ -85,7 +85,7 @@ def _search_section(search: dict, docs_dir: Path) -> list[str]:
     out = []
     base = search.get("baseline")
     peer = search.get("peer", {})
-    out.append(f"`python -m benchmarks --only search` (module `benchmarks/search_peer.py`)\n")
+    out.append("`python -m benchmarks --only search` (module `benchmarks/search_peer.py`)\n")
     out.append(
         f"{search['n']:,} products in one Milvus Lite store server (the gateway's schema, clustered dim-{search['dim']} vectors); "
         f"{search['arch']} with random weights; concurrency {search['concurrency']} closed-loop clients from one process "
