@@ -336,5 +336,8 @@ def write_report(results: Path, docs: Path) -> None:
     else:
         lines.append(_failed("store_search", st))
     lines += ["", "## Elsewhere", "", "- Load generator against the local gateway: `client/README.md` (`mmsearch load`).",
-              "- Search quality (Fashion-MNIST, ablation per channel): `docs/quality.md` (`python -m quality eval`).", ""]
+              "- Search quality (leak-free Fashion-MNIST evaluation, baselines, fusion variants): `docs/quality.md`.",
+              "- Store at 100k products (fused, multi-vector, keyword and hybrid latency, ingest, start-up): `docs/gateway.md`"
+              " (`benchmarks/store_search.py`).",
+              "- 5-minute soak at concurrency 32 (errors, p50/p99, RSS growth): `docs/security.md` (`benchmarks/soak.py`).", ""]
     docs.write_text("\n".join(lines) + "\n")
