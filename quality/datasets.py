@@ -17,7 +17,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from client.sample_catalog import CATEGORIES, find_fashion_mnist, read_idx
+from quality.sample_catalog import CATEGORIES, find_fashion_mnist, read_idx
 
 # Fashion-MNIST category -> words a shopper would type (the first is the canonical query noun).
 FMNIST_SYNONYMS: dict[str, list[str]] = {

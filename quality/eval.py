@@ -261,7 +261,7 @@ def plot(results: list[dict], path: Path) -> None:
 def ensure_catalog(cfg: EvalConfig, log: Callable[[str], None]) -> Path:
     if cfg.catalog is not None:
         return cfg.catalog
-    from client.sample_catalog import write_catalog
+    from quality.sample_catalog import write_catalog
 
     folder = cfg.workdir / f"fashion-mnist-test-{cfg.limit}"
     catalog = folder / "catalog.jsonl"

@@ -9,7 +9,7 @@ from PIL import Image
 
 from quality.datasets import (category_queries, fashion_mnist_texts, load_catalog, load_cc_tsv,
                               load_fashion_mnist)
-from client.sample_catalog import find_fashion_mnist
+from quality.sample_catalog import find_fashion_mnist
 
 
 def _image(path, colour):

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from client.sample_catalog import find_fashion_mnist
+from quality.sample_catalog import find_fashion_mnist
 from quality.eval import ABLATIONS, EvalConfig, run_eval
 
 
