@@ -19,8 +19,9 @@ from typing import Iterator
 
 import numpy as np
 
+from quality.vocabulary import CATEGORIES
+
 FASHION_MNIST_DIRS = [Path("/usr/share/datasets/fashion-mnist")]
-CATEGORIES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 SLUG = {"T-shirt/top": "tshirt", "Ankle boot": "ankle-boot"}
 BRANDS = ["Northwind", "Urbanista", "Fjordline", "Camino", "Lumen", "Atelier 9"]
 COLOURS = ["black", "white", "grey", "navy", "beige", "red", "olive", "brown"]
