@@ -122,10 +122,10 @@ def load_cc_tsv(path: Path, image_root: Path | None = None) -> PairSet:
     return PairSet(images=images, texts=texts, ids=[str(i) for i in range(len(images))])
 
 
-def fashion_mnist_arrays(split: str, folder: Path | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(images N x 28 x 28 uint8 white-on-black, labels) of a split: the Debian dataset when installed,
-    else the subset shipped in quality/data (tests and CI need no apt)."""
-    folder = folder or find_fashion_mnist()
+def fashion_mnist_arrays(split: str, folder: Path | None = None, subset: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(images N x 28 x 28 uint8 white-on-black, labels) of a split: the Debian dataset when installed
+    (and `subset` is False), else the subset shipped in quality/data (tests and CI need no apt)."""
+    folder = None if subset else folder or find_fashion_mnist()
     prefix = {"train": "train", "test": "t10k"}[split]
     if folder is not None and (folder / f"{prefix}-images-idx3-ubyte.gz").is_file():
         return read_idx(folder / f"{prefix}-images-idx3-ubyte.gz"), read_idx(folder / f"{prefix}-labels-idx1-ubyte.gz").astype(np.int64)
@@ -141,10 +141,11 @@ def fashion_mnist_subset(split: str) -> tuple[np.ndarray, np.ndarray]:
         return data[f"{split}_images"], data[f"{split}_labels"].astype(np.int64)
 
 
-def load_fashion_mnist(split: str = "train", folder: Path | None = None, limit: int | None = None, seed: int = 0) -> PairSet:
+def load_fashion_mnist(split: str = "train", folder: Path | None = None, limit: int | None = None, seed: int = 0,
+                       subset: bool = False) -> PairSet:
     """Fashion-MNIST -> RGB uint8 photos inverted to dark-on-white, as the catalogs show them; texts are the
     train frames x train nouns only (quality/vocabulary.py), so held-out frames and synonyms stay unseen."""
-    images, labels = fashion_mnist_arrays(split, folder)
+    images, labels = fashion_mnist_arrays(split, folder, subset)
     order = np.arange(len(labels))
     if limit is not None and limit < len(labels):
         order = np.sort(np.random.default_rng(seed).permutation(len(labels))[:limit])
