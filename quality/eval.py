@@ -49,6 +49,7 @@ class EvalConfig:
     margin: float = 0.0
     step: float = 0.1
     bootstrap: int = 2000
+    gateway_modes: tuple[str, ...] | None = None  # None = every mode of gateway_modes()
     source: tuple[np.ndarray, np.ndarray] | None = None  # (images, labels); default Fashion-MNIST's test split
 
 
@@ -228,6 +229,8 @@ def run_gateway(cfg: EvalConfig, test: Prepared, chosen: Mapping[str, Any], log:
             out: dict[str, Any] = {"index_seconds": seconds, "products_per_second": len(listings) / seconds,
                                    "tag_lists_equal_to_reference": agree, "modes": {}}
             for mode in gateway_modes(chosen):
+                if cfg.gateway_modes is not None and mode.name not in cfg.gateway_modes:
+                    continue
                 entry: dict[str, Any] = {"mode": mode.mode, "combine": mode.combine, "request_weights": mode.weights, "tasks": {}}
                 for task in ("text->image", "image->image", "composed", "brand/SKU"):
                     _, relevant, queries = task_scores(test, task)

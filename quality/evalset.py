@@ -111,12 +111,17 @@ def _title(label: int, rng: random.Random, noise: NoiseConfig) -> tuple[str, str
     if roll < noise.p_empty + noise.p_generic:
         return rng.choice(GENERIC), "generic"
     if roll < noise.p_empty + noise.p_generic + noise.p_wrong:
-        own = [CATEGORIES[label].lower(), *TRAIN_NOUNS[CATEGORIES[label]]]
-        nouns = [n for i, c in enumerate(CATEGORIES) if i != label for n in TRAIN_NOUNS[c] if not any(w in n for w in own)]
-        noun = rng.choice(nouns)
+        noun = rng.choice([n for _, n in other_nouns(label)])
         return rng.choice([f"{colour} {noun}", f"{adjective} {noun}"]), "wrong"
     word = rng.choice(HELDOUT_SYNONYMS[CATEGORIES[label]])
     return rng.choice([f"{colour} {word}", f"{adjective} {word} in {colour}", f"{word}", f"{adjective} {colour} {word}"]), "synonym"
+
+
+def other_nouns(label: int) -> list[tuple[int, str]]:
+    """(class, train noun) of the other classes, leaving out nouns that contain a word of `label`'s class
+    ("t-shirt" names a shirt too)."""
+    own = [CATEGORIES[label].lower(), *TRAIN_NOUNS[CATEGORIES[label]]]
+    return [(i, n) for i, c in enumerate(CATEGORIES) if i != label for n in TRAIN_NOUNS[c] if not any(w in n for w in own)]
 
 
 def _description(rng: random.Random, noise: NoiseConfig) -> str:
@@ -164,8 +169,8 @@ def make_queries(products: list[EvalProduct], frames: list[str], compose_frames:
     for p in picks:
         queries.append(EvalQuery(f"i{p.id}", "image", "", p.id, by_class[p.label] - {p.id}, exclude=p.id))
     for p in picks:
-        target = rng.choice([c for c in range(len(CATEGORIES)) if c != p.label and by_class.get(c)])
-        text = rng.choice(compose_frames).format(c=rng.choice(TRAIN_NOUNS[CATEGORIES[target]]))
+        target, noun = rng.choice([(c, n) for c, n in other_nouns(p.label) if by_class.get(c)])
+        text = rng.choice(compose_frames).format(c=noun)
         queries.append(EvalQuery(f"c{p.id}", "composed", text, p.id, set(by_class[target]), exclude=p.id))
     branded = [p for p in products if p.sku]
     by_brand_class: dict[tuple[str, int], set[str]] = {}

@@ -249,6 +249,7 @@ def rrf(s: Scores, weights: Mapping[str, float], k: int = 60) -> np.ndarray:
 def top_k(scores: np.ndarray, exclude: np.ndarray, k: int) -> np.ndarray:
     """Column indices of the best k per row, best first (ties: lower index first); the query product left out."""
     scores = np.array(scores, dtype=np.float64, copy=True)
+    k = min(k, scores.shape[1])
     rows = np.flatnonzero(exclude >= 0)
     scores[rows, exclude[rows]] = -np.inf
     part = np.argpartition(-scores, k - 1, axis=1)[:, :k]

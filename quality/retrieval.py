@@ -47,7 +47,7 @@ def onnx_vectors(client, pairs: PairSet, texts: Sequence[str], batch: int = 32) 
 
 
 def run_retrieval(pairs: PairSet, repository: Path, address: str | None = None, workdir: Path = Path("runs/retrieval-work"),
-                  reference: bool = True, log: Callable[[str], None] = print) -> dict[str, Any]:
+                  reference: bool = True, gateway: bool = True, log: Callable[[str], None] = print) -> dict[str, Any]:
     texts, owner = captions_of(pairs)
     out: dict[str, Any] = {"images": len(pairs), "captions": len(texts)}
     if reference:
@@ -56,6 +56,8 @@ def run_retrieval(pairs: PairSet, repository: Path, address: str | None = None, 
         model = ReferenceModel(repository)
         out["pytorch"] = recall_at(model.texts(texts), model.images(pairs.pil(i) for i in range(len(pairs))), owner)
         log(f"[retrieval] PyTorch reference: {out['pytorch']}")
+    if not gateway:
+        return out
     from client.sync import SearchClient
     from gateway.process import stop_process
     from quality.system import start_gateway
