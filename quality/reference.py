@@ -231,7 +231,7 @@ def fused(s: Scores, weights: Mapping[str, float]) -> np.ndarray:
 
 def rrf(s: Scores, weights: Mapping[str, float], k: int = 60) -> np.ndarray:
     """sum_c w_c / (k + rank_c), rank over the products that have channel c (the query product left out)."""
-    out = np.zeros_like(s.channel["image"], dtype=np.float64)
+    out = np.zeros_like(next(iter(s.channel.values())), dtype=np.float64)
     total = sum(w for w in weights.values() if w > 0)
     for c, w in weights.items():
         if w <= 0:

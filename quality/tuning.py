@@ -42,14 +42,27 @@ class Variant:
     combine: str = "weighted"
 
     def scores(self, s: Scores, qtype: str, calibration: Calibration | None) -> np.ndarray:
+        raw = s
         if self.calibrated:
             if calibration is None:
                 raise ValueError(f"{self.name}: calibrated variant without calibration statistics")
             s = calibration.apply(qtype, s)
+        if self.combine == "hybrid_rrf":
+            return hybrid_rrf(s, raw.channel["keyword"], self.weights)
         return rrf(s, self.weights) if self.combine == "rrf" else fused(s, self.weights)
 
     def rankings(self, s: Scores, qtype: str, calibration: Calibration | None, ids: Sequence[str], k: int = 10) -> list[list[str]]:
         return rank(self.scores(s, qtype, calibration), s, ids, k)
+
+
+def hybrid_rrf(s: Scores, bm25: np.ndarray, weights: Mapping[str, float], k: int = 60) -> np.ndarray:
+    """RRF of two lists: the weighted vector score (image/title/caption weights, on `s`) and BM25 (`bm25`: the
+    products that match a query term only), the lists weighted 1 - w_keyword and w_keyword."""
+    vector = fused(s, {c: w for c, w in weights.items() if c != "keyword"})
+    keyword = np.where(bm25 > 0, bm25, -np.inf)
+    lists = Scores({"vector": vector, "keyword": keyword}, {"vector": np.ones(vector.shape[1], bool), "keyword": s.present["keyword"]}, s.exclude)
+    w = float(weights.get("keyword", 0.0))
+    return rrf(lists, {"vector": 1.0 - w, "keyword": w}, k)
 
 
 def grid_search(s: Scores, relevants: Sequence[set], ids: Sequence[str], qtype: str, channels: Sequence[str],
