@@ -10,7 +10,6 @@ import argparse
 import json
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +17,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.common import interleaved_ms_per_item  # noqa: E402
 from export.cli import run_export  # noqa: E402
 from export.clip import NormalizedImageEncoder, NormalizedTextEncoder, load_clip  # noqa: E402
 from export.sample_inputs import sample_images, sample_texts  # noqa: E402
@@ -27,35 +27,21 @@ from runtime.manifest import CLIP_IMAGE, CLIP_TEXT, Manifest  # noqa: E402
 from runtime.sessions import create_session  # noqa: E402
 
 
-def interleaved_ms_per_item(runs: dict, batch: int, min_seconds: float, min_repeats: int = 5) -> dict[str, float]:
-    """Median ms per item of each runner, measured round-robin so that machine noise hits all alike."""
-    for run in runs.values():  # warm-up
-        run()
-    samples: dict[str, list[float]] = {name: [] for name in runs}
-    started = time.perf_counter()
-    while len(samples[next(iter(runs))]) < min_repeats or time.perf_counter() - started < min_seconds:
-        for name, run in runs.items():
-            t0 = time.perf_counter()
-            run()
-            samples[name].append((time.perf_counter() - t0) * 1000 / batch)
-        if len(samples[next(iter(runs))]) >= 100:
-            break
-    return {name: float(np.median(values)) for name, values in samples.items()}
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", default="ViT-B-32")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--seconds", type=float, default=3.0, help="minimum measuring time per cell")
+    parser.add_argument("--repository", type=Path, help="reuse an export of --arch made with --int8 (else export into a temp dir)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
-        repo = Path(tmp) / "repo"
-        print(f"exporting {args.arch} (random weights) with int8 variants ...", flush=True)
-        config = {"preset": "bench", "clip": {"arch": args.arch, "pretrained": None}, "blip": None}
-        run_export(config, repo, 17, ["int8"], log=lambda m: None)
+        repo = args.repository or Path(tmp) / "repo"
+        if args.repository is None:
+            print(f"exporting {args.arch} (random weights) with int8 variants ...", flush=True)
+            config = {"preset": "bench", "clip": {"arch": args.arch, "pretrained": None}, "blip": None}
+            run_export(config, repo, 17, ["int8"], log=lambda m: None)
         manifest = Manifest.load(repo)
         torch.manual_seed(0)
         model, spec, _ = load_clip(args.arch, None)

@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,9 +34,13 @@ sys.path.insert(0, str(ROOT))
 
 from gateway import fusion  # noqa: E402
 from gateway.filters import ProductFilter  # noqa: E402
-from gateway.store import CHANNEL_FIELDS, FUSED_FIELD, MilvusConfig, MilvusStore  # noqa: E402
+from gateway.rows import Channels, build_row  # noqa: E402
+from gateway.store import MilvusConfig, MilvusStore  # noqa: E402
 
-WEIGHTS = {"image": 0.5, "title": 0.3, "caption": 0.2}
+WEIGHTS = {"image": 0.5, "title": 0.3, "caption": 0.2, "keyword": 0.0}
+HYBRID = {"image": 0.4, "title": 0.25, "caption": 0.15, "keyword": 0.2}
+NOUNS = ["sneaker", "boot", "dress", "coat", "shirt", "bag", "sandal", "trousers", "pullover", "tee"]
+ADJECTIVES = ["classic", "slim", "soft", "light", "warm", "urban", "retro", "daily", "summer", "winter"]
 
 
 def percentiles(ms: list[float]) -> dict[str, float]:
@@ -50,7 +53,8 @@ def unit_rows(x: np.ndarray) -> np.ndarray:
 
 
 def make_catalog(n: int, dim: int, centres: int, seed: int = 0) -> dict:
-    """Clustered channel vectors (cosine to own centre ~0.8, like CLIP neighbours) and scalar fields."""
+    """Clustered channel vectors (cosine to own centre ~0.8, like CLIP neighbours), scalar fields, and
+    titles of four words plus a SKU code (the keyword channel's case)."""
     rng = np.random.default_rng(seed)
     c = unit_rows(rng.normal(size=(centres, dim)))
     label = rng.integers(0, centres, n)
@@ -62,42 +66,28 @@ def make_catalog(n: int, dim: int, centres: int, seed: int = 0) -> dict:
     image = around(c[label])
     title = around(image)
     caption = around(image)
-    fused = fusion.fuse({"image": image, "title": title, "caption": caption}, WEIGHTS)
+    present = [{"image", "title", "caption"}] * n
+    fused = fusion.fused_vectors({"image": image, "title": title, "caption": caption}, present, WEIGHTS)
+    brand = np.array([f"brand{b}" for b in rng.integers(0, 100, n)])
+    titles = [f"{brand[i]} {ADJECTIVES[rng.integers(10)]} {ADJECTIVES[rng.integers(10)]} {NOUNS[label[i] % 10]} sku{i}" for i in range(n)]
     return {
-        "centres": c,
-        "label": label,
-        "image": image,
-        "title": title,
-        "caption": caption,
-        "fused": fused,
-        "category": np.array([f"cat{l % 20}" for l in label]),
-        "brand": np.array([f"brand{b}" for b in rng.integers(0, 100, n)]),
-        "price": rng.uniform(1, 500, n).round(2),
-        "in_stock": rng.random(n) < 0.9,
-        "noise": noise,
+        "centres": c, "label": label, "image": image, "title": title, "caption": caption, "fused": fused,
+        "category": np.array([f"cat{l % 20}" for l in label]), "brand": brand, "titles": titles,
+        "price": rng.uniform(1, 500, n).round(2), "in_stock": rng.random(n) < 0.9, "noise": noise,
     }
 
 
-def rows_of(cat: dict, start: int, stop: int) -> list[dict]:
-    return [
-        {
-            "id": f"p{i}",
-            "title": f"product {i}",
-            "description": "",
-            "category": str(cat["category"][i]),
-            "brand": str(cat["brand"][i]),
-            "price": float(cat["price"][i]),
-            "in_stock": bool(cat["in_stock"][i]),
-            "caption": "",
-            "image_uri": "",
-            "meta": {"tags": [], "attributes": {}},
-            CHANNEL_FIELDS["image"]: cat["image"][i],
-            CHANNEL_FIELDS["title"]: cat["title"][i],
-            CHANNEL_FIELDS["caption"]: cat["caption"][i],
-            FUSED_FIELD: cat["fused"][i],
-        }
-        for i in range(start, stop)
-    ]
+def rows_of(cat: dict, start: int, stop: int, dim: int) -> list[dict]:
+    """Rows built by gateway/rows.py, as the gateway's ingest builds them."""
+    from retrieval.v1 import retrieval_pb2 as pb
+
+    rows = []
+    for i in range(start, stop):
+        product = pb.Product(id=f"p{i}", title=cat["titles"][i], category=str(cat["category"][i]), brand=str(cat["brand"][i]),
+                             price=float(cat["price"][i]), in_stock=bool(cat["in_stock"][i]))
+        channels = Channels({c: cat[c][i] for c in ("image", "title", "caption")})
+        rows.append(build_row(product, channels, cat["fused"][i], dim))
+    return rows
 
 
 def queries(cat: dict, count: int, seed: int = 1) -> np.ndarray:
@@ -115,12 +105,41 @@ FILTERS = {
 }
 
 
-def exact_top(matrix: np.ndarray, q: np.ndarray, mask, k: int = 10) -> list[int]:
-    sims = matrix @ q
+def exact_top(scores: np.ndarray, mask, k: int = 10) -> list[int]:
     if mask is not None:
-        sims = np.where(mask, sims, -np.inf)
-    top = np.argpartition(-sims, k)[:k]
-    return [int(i) for i in top[np.argsort(-sims[top])] if np.isfinite(sims[i])]
+        scores = np.where(mask, scores, -np.inf)
+    top = np.argpartition(-scores, k)[:k]
+    return [int(i) for i in top[np.argsort(-scores[top])] if np.isfinite(scores[i])]
+
+
+class StoreSearch:
+    """The gateway's own search path (gateway/search.py Candidates) on a store, without inference."""
+
+    def __init__(self, store: MilvusStore, candidates: int) -> None:
+        import asyncio
+
+        from gateway.core import Core
+        from gateway.settings import load_settings
+
+        self.loop = asyncio.new_event_loop()
+        self.core = Core(load_settings([], multi_vector_candidates=candidates), store=store)
+        self.store = store
+
+    def run(self, vector, text: str, weights: dict, mode: str, flt: ProductFilter, combine: str = "weighted", top_k: int = 10):
+        from gateway.search import Candidates, Plan
+        from retrieval.v1 import retrieval_pb2 as pb
+
+        plan = Plan(pb.SEARCH_MODE_FUSED if mode == "fused" else pb.SEARCH_MODE_MULTI_VECTOR, combine, fusion.check_weights(weights), "text")
+        return self.loop.run_until_complete(Candidates(self.core, self.store, vector, text, plan, flt, top_k, 60).run())
+
+
+def timed(fn, runs):
+    latencies, outs = [], []
+    for args in runs:
+        t = time.perf_counter()
+        outs.append(fn(*args))
+        latencies.append((time.perf_counter() - t) * 1000)
+    return latencies, outs
 
 
 def bench_store(args) -> dict:
@@ -130,72 +149,60 @@ def bench_store(args) -> dict:
                                      index_type=args.index_type, filtered_limit=args.filtered_limit,
                                      overfetch_below=args.overfetch_below))
     store.connect()
+    store.record_fused_weights(fusion.dense_part(WEIGHTS))
     from concurrent.futures import ThreadPoolExecutor
 
     started = time.perf_counter()
     with ThreadPoolExecutor(args.insert_threads) as pool:  # rows are built while earlier batches are stored
-        list(pool.map(lambda s: store.upsert(rows_of(cat, s, min(args.n, s + args.batch))), range(0, args.n, args.batch)))
+        list(pool.map(lambda s: store.upsert(rows_of(cat, s, min(args.n, s + args.batch), args.dim)), range(0, args.n, args.batch)))
     insert_s = time.perf_counter() - started
     report: dict = {"n": args.n, "dim": args.dim, "centres": args.centres, "index_type": args.index_type,
                     "insert": {"rows_per_s": round(args.n / insert_s, 1), "seconds": round(insert_s, 2), "batch": args.batch,
-                               "threads": args.insert_threads, "vector_fields": 4}}
+                               "threads": args.insert_threads, "vector_fields": "4 dense + 1 BM25 sparse (Milvus function)"}}
     print(f"[store] inserted {args.n} rows in {insert_s:.1f}s: {args.n / insert_s:.0f} rows/s", flush=True)
     cos_to_centre = float(np.mean(np.sum(cat["image"][:5000] * cat["centres"][cat["label"][:5000]], axis=1)))
     report["data"] = {"mean_cos_image_to_centre": round(cos_to_centre, 3)}
     qs = queries(cat, args.queries)
+    search = StoreSearch(store, args.candidates)
     for q in qs[:10]:  # warm-up
-        store.search(q, 10, ProductFilter(), output_vectors=False)
-
-    counts = {}
-    for name, (flt, _) in FILTERS.items():
-        if flt.expression():
-            ms = []
-            for _ in range(20):
-                t = time.perf_counter()
-                store._count_expression(flt.expression())
-                ms.append((time.perf_counter() - t) * 1000)
-            counts[name] = percentiles(ms)
-    report["count_query_ms_uncached"] = counts
-    print(f"[store] count(*) per filter (uncached): {counts}", flush=True)
+        search.run(q, "", WEIGHTS, "fused", ProductFilter())
 
     results = []
-    for limit in args.filtered_limits:
-        store.config.filtered_limit = limit
-        for name, (flt, mask_of) in FILTERS.items():
-            if name == "none" and limit != args.filtered_limits[0]:
-                continue
-            mask = mask_of(cat)
-            for vectors in (False, True):
-                latencies, recalls = [], []
-                for q in qs:
-                    t = time.perf_counter()
-                    hits, plan = store.search(q, 10, flt, output_vectors=vectors)
-                    latencies.append((time.perf_counter() - t) * 1000)
-                    truth = exact_top(cat["fused"], q, mask)
-                    got = [int(h.id[1:]) for h in hits]
-                    recalls.append(len(set(got) & set(truth)) / max(1, len(truth)))
-                row = {"mode": "fused", "filter": name, "limit_asked": plan.limit, "filtered_limit": limit, "output_vectors": vectors,
-                       **percentiles(latencies), "recall@10": round(float(np.mean(recalls)), 3)}
-                results.append(row)
-                print(f"[store] {row}", flush=True)
+    dense = {c: cat[c] for c in ("image", "title", "caption")}
+    for name, (flt, mask_of) in FILTERS.items():
+        mask = mask_of(cat)
+        for mode in ("fused", "multi_vector"):
+            latencies, hits = timed(lambda q: search.run(q, "", WEIGHTS, mode, flt), [(q,) for q in qs])
+            recalls = []
+            for q, got in zip(qs, hits):
+                truth = exact_top(sum(WEIGHTS[c] * (dense[c] @ q) for c in dense), mask)
+                recalls.append(len({int(r["id"][1:]) for r, _, _ in got} & set(truth)) / max(1, len(truth)))
+            row = {"mode": mode, "filter": name, **percentiles(latencies), "recall@10": round(float(np.mean(recalls)), 3)}
+            results.append(row)
+            print(f"[store] {row}", flush=True)
+            if name != "none":
+                break  # filtered multi_vector: see the unfiltered row
+    latencies, _ = timed(lambda q: search.run(q, "", WEIGHTS, "multi_vector", ProductFilter(), "rrf"), [(q,) for q in qs])
+    results.append({"mode": "multi_vector (rrf)", "filter": "none", **percentiles(latencies)})
+    print(f"[store] {results[-1]}", flush=True)
 
-    store.config.filtered_limit = args.filtered_limits[0]
-    channels = {c: cat[c] for c in fusion.CHANNELS}
-    for combine in ("weighted", "rrf"):
-        latencies, recalls = [], []
-        for q in qs:
-            t = time.perf_counter()
-            hits = store.multi_search(q, WEIGHTS, combine, 60, 10, ProductFilter())
-            latencies.append((time.perf_counter() - t) * 1000)
-            if combine == "weighted":
-                total = sum(WEIGHTS[c] * (channels[c] @ q) for c in fusion.CHANNELS)
-                truth = list(np.argsort(-total)[:10])
-                recalls.append(len({int(h.id[1:]) for h in hits} & {int(i) for i in truth}) / 10)
-        row = {"mode": f"multi_vector ({combine}, hybrid_search)", "filter": "none", "output_vectors": True, **percentiles(latencies)}
-        if recalls:
-            row["recall@10"] = round(float(np.mean(recalls)), 3)
-        results.append(row)
-        print(f"[store] {row}", flush=True)
+    # keyword channel: SKU / brand+noun queries; keyword-only, vector-only, hybrid
+    rng = np.random.default_rng(7)
+    picks = rng.integers(0, args.n, args.queries)
+    # the text vector of a code like "sku4411" is unrelated to any product: a random direction
+    unrelated = unit_rows(rng.normal(size=(len(picks), args.dim)))
+    sku = [(unrelated[k], f"sku{i}") for k, i in enumerate(picks)]
+    words = [(qs[k % len(qs)], f"{cat['brand'][i]} {NOUNS[cat['label'][i] % 10]}") for k, i in enumerate(picks)]
+    keyword_only = {"image": 0.0, "title": 0.0, "caption": 0.0, "keyword": 1.0}
+    for label, runs in (("sku", sku), ("brand+noun", words)):
+        for name, weights, mode in (("keyword only", keyword_only, "multi_vector"), ("vector only (fused)", WEIGHTS, "fused"),
+                                    ("hybrid (fused + BM25)", HYBRID, "fused")):
+            latencies, hits = timed(lambda q, text: search.run(q, text, weights, mode, ProductFilter()), runs)
+            row = {"mode": name, "query": label, **percentiles(latencies)}
+            if label == "sku":
+                row["sku_first"] = round(float(np.mean([bool(h) and h[0][0]["id"] == f"p{i}" for h, i in zip(hits, picks)])), 3)
+            results.append(row)
+            print(f"[store] {row}", flush=True)
     report["search"] = results
     store.close()
     shutil.rmtree(work, ignore_errors=True)
@@ -204,25 +211,18 @@ def bench_store(args) -> dict:
 
 def bench_gateway(args) -> dict:
     """Gateway overhead from server-timing, on a small catalog (tiny models: inference is cheap)."""
-    import grpc
-
+    from client.workload import synthetic_images
+    from gateway import launcher
+    from gateway.metrics import parse_server_timing
     from retrieval.v1 import retrieval_pb2 as pb
     from retrieval.v1 import retrieval_pb2_grpc as pb_grpc
-    from tests.gateway_fixtures import free_port, png, wait_health
-    from gateway.metrics import parse_server_timing
 
     work = Path(tempfile.mkdtemp(prefix="gateway_bench_"))
-    port, metrics = free_port(), free_port()
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    log = open(work / "gateway.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "gateway", "--port", str(port), "--metrics-port", str(metrics),
-                             "--model-repository", str(args.model_repository), "--store-uri", str(work / "g.db")],
-                            cwd=str(ROOT), env=env, stdout=log, stderr=subprocess.STDOUT)
+    gateway = launcher.start(args.model_repository, str(work / "g.db"), work, metrics_port=None, log_path=work / "gateway.log")
     try:
-        channel = grpc.insecure_channel(f"127.0.0.1:{port}")
-        wait_health(channel, 1, timeout=120, proc=proc)
-        stub = pb_grpc.RetrievalStub(channel)
-        products = [pb.Product(id=f"g{i}", image=png(i), title=f"product {i}", category=f"cat{i % 20}", price=float(i % 500))
+        stub = pb_grpc.RetrievalStub(gateway.open_channel())
+        images = synthetic_images(args.gateway_catalog, seed=0)
+        products = [pb.Product(id=f"g{i}", image=images[i], title=f"product {i}", category=f"cat{i % 20}", price=float(i % 500))
                     for i in range(args.gateway_catalog)]
         t = time.perf_counter()
         response = stub.UpsertProducts(iter(pb.UpsertProductsRequest(product=p) for p in products), timeout=600)
@@ -232,7 +232,7 @@ def bench_gateway(args) -> dict:
         cases = {
             "text": pb.SearchRequest(text="a red product", top_k=10),
             "text+filter": pb.SearchRequest(text="a red product", top_k=10, filters=pb.Filters(max_price=150)),
-            "image": pb.SearchRequest(image=png(7), top_k=10),
+            "image": pb.SearchRequest(image=images[7 % len(images)], top_k=10),
         }
         for name, request in cases.items():
             for _ in range(20):
@@ -253,9 +253,7 @@ def bench_gateway(args) -> dict:
             print(f"[gateway] {row}", flush=True)
         return out
     finally:
-        proc.terminate()
-        proc.wait(timeout=20)
-        log.close()
+        gateway.stop()
         shutil.rmtree(work, ignore_errors=True)
 
 
@@ -268,9 +266,9 @@ def main(argv=None) -> int:
     parser.add_argument("--batch", type=int, default=1000)
     parser.add_argument("--insert-threads", type=int, default=1, help="concurrent upsert calls")
     parser.add_argument("--index-type", default="IVF_FLAT", choices=["IVF_FLAT", "FLAT", "AUTOINDEX"])
-    parser.add_argument("--filtered-limit", type=int, default=1000)
-    parser.add_argument("--filtered-limits", type=int, nargs="+", default=[4000])
+    parser.add_argument("--filtered-limit", type=int, default=4000)
     parser.add_argument("--overfetch-below", type=float, default=0.2)
+    parser.add_argument("--candidates", type=int, default=100, help="multi_vector_candidates (per channel, and from BM25)")
     parser.add_argument("--model-repository", type=Path, help="also measure gateway overhead on this repository")
     parser.add_argument("--gateway-catalog", type=int, default=500)
     parser.add_argument("--gateway-queries", type=int, default=300)

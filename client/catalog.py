@@ -5,8 +5,9 @@ image file's size and mtime), so `index` can skip rows already acknowledged with
 images, and re-send a row whose content changed. Image paths are relative to the catalog file.
 
 Recognized fields (JSONL keys or CSV columns): id (or sku / product_id; default: the image file
-name), image (or image_path / path / file), title, description, price, category, brand, in_stock,
-tags (a list, or a string split on "|" or ","), image_uri, attributes (an object, or a JSON
+name), image (or image_path / path / file), or image_url (http/https: fetched by `index`, see
+client/fetch.py), title, description, price, category, brand, in_stock, tags (a list, or a
+string split on "|" or ","), image_uri (default: the image_url), attributes (an object, or a JSON
 string in CSV). Any other field becomes an attribute (string value).
 """
 from __future__ import annotations
@@ -18,13 +19,15 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
+from urllib.parse import urlsplit
 
 from retrieval.v1 import retrieval_pb2 as pb
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif"}
 ID_KEYS = ("id", "sku", "product_id")
 IMAGE_KEYS = ("image", "image_path", "path", "file")
-KNOWN = {*ID_KEYS, *IMAGE_KEYS, "title", "description", "price", "category", "brand", "in_stock", "tags", "image_uri", "attributes"}
+URL_KEY = "image_url"
+KNOWN = {*ID_KEYS, *IMAGE_KEYS, URL_KEY, "title", "description", "price", "category", "brand", "in_stock", "tags", "image_uri", "attributes"}
 _ID_UNSAFE = re.compile(r"[^A-Za-z0-9._:/-]+")
 
 
@@ -40,17 +43,21 @@ class CatalogRow:
     raw: dict[str, Any]
     id: str = ""
     image_path: Path | None = None
+    image_url: str | None = None  # set instead of image_path: the indexer fetches it
     fingerprint: str = ""
     error: str | None = None
     fields: dict[str, Any] = field(default_factory=dict)
 
-    def product(self) -> pb.Product:
-        """Reads the image and builds the message (raises OSError / ValueError with a readable reason)."""
+    def product(self, image: bytes | None = None) -> pb.Product:
+        """Builds the message with `image` (fetched bytes) or the image file read here (raises OSError /
+        ValueError with a readable reason)."""
         if self.error:
             raise ValueError(self.error)
-        assert self.image_path is not None
-        message = pb.Product(id=self.id, image=self.image_path.read_bytes(), **self.fields)
-        return message
+        if image is None:
+            if self.image_path is None:
+                raise ValueError("the row's image_url was not fetched")
+            image = self.image_path.read_bytes()
+        return pb.Product(id=self.id, image=image, **self.fields)
 
 
 def _fingerprint(raw: dict[str, Any], image: Path | None) -> str:
@@ -106,12 +113,19 @@ def row_from_mapping(raw: dict[str, Any], line: int, base: Path) -> CatalogRow:
     row = CatalogRow(line=line, raw=raw)
     try:
         image_value = next((raw[k] for k in IMAGE_KEYS if raw.get(k)), None)
-        if not image_value:
-            raise ValueError("no image path (field 'image')")
-        image = Path(str(image_value)).expanduser()
-        row.image_path = image if image.is_absolute() else base / image
+        url_value = raw.get(URL_KEY) or None
+        if not image_value and not url_value:
+            raise ValueError("no image: give a file path (field 'image') or an http(s) URL (field 'image_url')")
+        if image_value:
+            image = Path(str(image_value)).expanduser()
+            row.image_path = image if image.is_absolute() else base / image
+        else:
+            from client.fetch import check_url
+
+            row.image_url = check_url(str(url_value))
         given_id = next((str(raw[k]).strip() for k in ID_KEYS if raw.get(k) not in (None, "")), "")
-        row.id = given_id or safe_id(Path(str(image_value)).stem)
+        name = Path(str(image_value)).stem if image_value else Path(urlsplit(row.image_url).path).stem
+        row.id = given_id or safe_id(name)
         attributes = raw.get("attributes") or {}
         if isinstance(attributes, str):
             attributes = json.loads(attributes) if attributes.strip() else {}
@@ -126,7 +140,7 @@ def row_from_mapping(raw: dict[str, Any], line: int, base: Path) -> CatalogRow:
             "description": str(raw.get("description") or ""),
             "category": str(raw.get("category") or ""),
             "brand": str(raw.get("brand") or ""),
-            "image_uri": str(raw.get("image_uri") or ""),
+            "image_uri": str(raw.get("image_uri") or row.image_url or ""),
             "tags": _split_tags(raw.get("tags")),
             "attributes": attributes,
         }
@@ -136,7 +150,7 @@ def row_from_mapping(raw: dict[str, Any], line: int, base: Path) -> CatalogRow:
         if raw.get("in_stock") not in (None, ""):
             fields["in_stock"] = _parse_bool(raw["in_stock"])
         row.fields = fields
-        if not row.image_path.is_file():
+        if row.image_path is not None and not row.image_path.is_file():
             raise ValueError(f"image file not found: {row.image_path}")
     except (ValueError, TypeError, json.JSONDecodeError) as error:
         row.error = str(error)

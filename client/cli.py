@@ -18,10 +18,11 @@ from google.protobuf.json_format import MessageToDict
 from client.catalog import CatalogError, catalog_kind
 from client.connection import DEFAULT_ADDRESS, ConnectionConfig
 from client.errors import GatewayError
-from client.messages import MODES, SearchFilters, parse_weights
+from client.messages import CHANNELS, MODES, SearchFilters, parse_weights
 from client.retry import RetryPolicy
 from client.sync import SearchClient
 from client.tables import format_table
+from retrieval.v1 import retrieval_pb2 as pb
 
 PROG = "mmsearch"
 
@@ -63,6 +64,7 @@ def _config(args: argparse.Namespace) -> ConnectionConfig:
 
 
 def cmd_index(args: argparse.Namespace) -> int:
+    from client.fetch import FetchOptions
     from client.indexer import IndexOptions, index_catalog
     from client.resume import default_state_path
 
@@ -85,7 +87,23 @@ def cmd_index(args: argparse.Namespace) -> int:
         max_rate=args.max_rate,
         restart=args.restart,
         progress=not args.no_progress,
+        fetch=FetchOptions(
+            concurrency=args.fetch_concurrency,
+            per_host=args.fetch_per_host,
+            timeout_s=args.fetch_timeout,
+            retries=args.fetch_retries,
+            max_bytes=args.max_image_bytes,
+            cache_dir=None if args.no_image_cache else (args.image_cache or Path(str(base) + ".image-cache")),
+        ),
     )
+    for name, value in (("--fetch-concurrency", args.fetch_concurrency), ("--fetch-per-host", args.fetch_per_host),
+                        ("--max-image-bytes", args.max_image_bytes)):
+        if value < 1:
+            print(f"error: {name} must be >= 1, got {value}", file=sys.stderr)
+            return 2
+    if args.fetch_timeout <= 0 or args.fetch_retries < 0:
+        print("error: --fetch-timeout must be > 0 and --fetch-retries >= 0", file=sys.stderr)
+        return 2
     config = _config(args)
     try:
         with SearchClient(config=config) as client:
@@ -159,16 +177,19 @@ def cmd_search(args: argparse.Namespace) -> int:
         return 0
     kind = "composed" if text and args.image else ("image" if args.image else "text")
     query = f"{kind} query" + (f" {text!r}" if text else "") + (f" {'+ ' if text else ''}image {args.image}" if args.image else "")
-    print(f"{query}: {len(response.hits)} hits in {response.timings.total_ms:.1f} ms")
+    used = ", ".join(f"{c}={getattr(response.weights, c):.2f}" for c in CHANNELS if getattr(response.weights, c) > 0)
+    mode = {pb.SEARCH_MODE_FUSED: "fused", pb.SEARCH_MODE_MULTI_VECTOR: "multi_vector"}.get(response.mode, str(response.mode))
+    combine = "rrf" if response.combine == pb.COMBINE_RRF else "weighted"
+    print(f"{query}: {len(response.hits)} hits in {response.timings.total_ms:.1f} ms ({mode}, {combine}, weights {used})")
     rows = []
     for rank, hit in enumerate(response.hits, start=1):
         p = hit.product
         price = round(p.price, 2) if p.HasField("price") else None
         rows.append([rank, p.id, p.title, p.category, price, round(hit.score, 4),
-                     *(None if (s := _score(hit, c)) is None else round(s, 3) for c in ("image", "title", "caption"))])
-    headers = ["#", "id", "title", "category", "price", "score", "cos:image", "cos:title", "cos:caption"]
+                     *(None if (s := _score(hit, c)) is None else round(s, 3) for c in CHANNELS)])
+    headers = ["#", "id", "title", "category", "price", "score", "cos:image", "cos:title", "cos:caption", "keyword"]
     if rows:
-        print(format_table(headers, rows, right=[True, False, False, False, True, True, True, True, True], max_width=40))
+        print(format_table(headers, rows, right=[True, False, False, False, True, True, True, True, True, True], max_width=40))
     return 0
 
 
@@ -324,6 +345,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--wait", type=float, default=60.0, help="seconds to wait for the gateway to be SERVING (default 60)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    g = p.add_argument_group("image URLs (rows with image_url)")
+    g.add_argument("--fetch-concurrency", type=int, default=16, help="downloads in flight in all (default 16)")
+    g.add_argument("--fetch-per-host", type=int, default=4, help="downloads in flight per host (default 4)")
+    g.add_argument("--fetch-timeout", type=float, default=15.0, help="seconds per download attempt (default 15)")
+    g.add_argument("--fetch-retries", type=int, default=3, help="retries after timeouts, connection errors, 429/5xx (default 3)")
+    g.add_argument("--max-image-bytes", type=int, default=10 * 1024 * 1024, help="larger downloads fail (default 10 MiB)")
+    g.add_argument("--image-cache", type=Path, default=None, help="download cache folder (default CATALOG.image-cache)")
+    g.add_argument("--no-image-cache", action="store_true", help="do not cache downloads on disk")
     p.set_defaults(func=cmd_index)
 
     p = sub.add_parser("search", parents=[conn], help="search by text, image, or both",

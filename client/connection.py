@@ -9,6 +9,7 @@ from typing import Any, Sequence
 import grpc
 
 from client.retry import RetryPolicy
+from retrieval.v1.metadata import api_key_metadata
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 MAX_MESSAGE_BYTES = 32 * 1024 * 1024  # the gateway's default max_message_bytes
@@ -71,8 +72,8 @@ class ConnectionConfig:
         )
 
     def metadata(self) -> tuple[tuple[str, str], ...]:
-        """Per-call metadata: the API key as a bearer token (the gateway's auth interceptor reads it)."""
-        return (("authorization", f"Bearer {self.api_key}"),) if self.api_key else ()
+        """Per-call metadata: the API key as a bearer token (gateway/auth.py reads it)."""
+        return (api_key_metadata(self.api_key),) if self.api_key else ()
 
     def compression_arg(self) -> grpc.Compression | None:
         return grpc.Compression.Gzip if self.compression else None

@@ -1,7 +1,9 @@
 """`index`: stream a catalog into the gateway in batches, with progress, resume and a failure file.
 
 Rows are read lazily; rows already acknowledged (client.resume) are skipped before their image
-is read; up to `concurrency` batches are in flight, each one UpsertProducts stream. Ctrl-C stops
+is read (or fetched: rows with an `image_url` are downloaded by client.fetch, a batch's downloads
+concurrently, bounded in all and per host, cached on disk); up to `concurrency` batches are in
+flight, each one UpsertProducts stream. Ctrl-C stops
 sending new batches, waits for the ones in flight (their acknowledgements are saved) and prints
 the summary; a second Ctrl-C abandons them.
 """
@@ -23,6 +25,7 @@ from client.aio import AsyncSearchClient
 from client.catalog import CatalogRow, count_rows, read_catalog
 from client.connection import ConnectionConfig
 from client.errors import GatewayError
+from client.fetch import FetchError, FetchOptions, FetchStats, ImageFetcher
 from client.resume import ResumeState
 from retrieval.v1 import retrieval_pb2 as pb
 
@@ -39,6 +42,7 @@ class IndexSummary:
     reasons: Counter = field(default_factory=Counter)
     failed_path: str = ""
     state_path: str = ""
+    fetch: FetchStats = field(default_factory=FetchStats)
 
     @property
     def pending(self) -> int:
@@ -58,6 +62,7 @@ class IndexSummary:
             "failure_reasons": dict(self.reasons.most_common()),
             "failed_file": self.failed_path,
             "state_file": self.state_path,
+            "image_urls": self.fetch.as_dict(),
         }
 
     def lines(self) -> list[str]:
@@ -68,6 +73,10 @@ class IndexSummary:
             + (f", not sent {self.pending}" if self.pending else "")
             + f" ({rate:.1f} rows/s)"
         ]
+        f = self.fetch
+        if f.fetched or f.cache_hits or f.failed:
+            out.append(f"image URLs: {f.fetched} fetched ({f.bytes / 1e6:.1f} MB, {f.retries} retries), {f.cache_hits} from the cache, "
+                       f"{f.failed} failed")
         for reason, count in self.reasons.most_common(5):
             out.append(f"  failed x{count}: {reason}")
         if self.failed:
@@ -89,6 +98,7 @@ class IndexOptions:
     max_rate: float = 0.0  # rows per second; 0 = as fast as the gateway goes
     restart: bool = False
     progress: bool = True
+    fetch: FetchOptions = field(default_factory=FetchOptions)
 
 
 class _Failures:
@@ -141,8 +151,30 @@ async def index_catalog(config: ConnectionConfig, options: IndexOptions) -> Inde
         summary.reasons[reason[:160]] += 1
         failures.write(row, reason)
 
+    async def load(row: CatalogRow) -> pb.Product | None:
+        """The row's message with its image read or fetched; None (and a failure recorded) if that fails."""
+        try:
+            if row.error is None and row.image_url is not None:
+                try:
+                    data = await fetcher.fetch(row.image_url)
+                except FetchError as error:
+                    raise ValueError(f"cannot fetch image_url: {error}") from None
+                return row.product(data)
+            return await asyncio.to_thread(row.product)  # file reads off the event loop
+        except (OSError, ValueError) as error:
+            fail(row, row.error or (str(error) if row.image_url else f"cannot read image: {error}"))
+            bar.update(1)
+            return None
+
+    async def emit(rows: list[CatalogRow]) -> int:
+        products = await asyncio.gather(*(load(row) for row in rows))
+        batch = [(row, product) for row, product in zip(rows, products) if product is not None]
+        if batch:
+            await queue.put(batch)
+        return len(batch)
+
     async def produce() -> None:
-        batch: list[tuple[CatalogRow, pb.Product]] = []
+        rows: list[CatalogRow] = []
         sent_rows = 0
         for row in read_catalog(options.catalog):
             if stop.is_set():
@@ -151,17 +183,10 @@ async def index_catalog(config: ConnectionConfig, options: IndexOptions) -> Inde
                 summary.skipped += 1
                 bar.update(1)
                 continue
-            try:
-                product = await asyncio.to_thread(row.product)  # file reads off the event loop
-            except (OSError, ValueError) as error:
-                fail(row, row.error or f"cannot read image: {error}")
-                bar.update(1)
-                continue
-            batch.append((row, product))
-            if len(batch) >= options.batch_size:
-                await queue.put(batch)
-                sent_rows += len(batch)
-                batch = []
+            rows.append(row)
+            if len(rows) >= options.batch_size:
+                sent_rows += await emit(rows)
+                rows = []
                 if options.max_rate > 0:  # throttle: stay under max_rate rows/s on average
                     ahead = started + sent_rows / options.max_rate - time.monotonic()
                     if ahead > 0:
@@ -169,8 +194,8 @@ async def index_catalog(config: ConnectionConfig, options: IndexOptions) -> Inde
                             await asyncio.wait_for(stop.wait(), ahead)
                         except asyncio.TimeoutError:
                             pass
-        if batch and not stop.is_set():
-            await queue.put(batch)
+        if rows and not stop.is_set():
+            await emit(rows)
         for _ in range(options.concurrency):
             await queue.put(None)
 
@@ -215,7 +240,8 @@ async def index_catalog(config: ConnectionConfig, options: IndexOptions) -> Inde
         stop.set()
         bar.write("interrupted: finishing the batches in flight (Ctrl-C again to abandon them)", file=sys.stderr)
 
-    async with AsyncSearchClient(config=config) as client:
+    async with AsyncSearchClient(config=config) as client, ImageFetcher(options.fetch) as fetcher:
+        summary.fetch = fetcher.stats
         tasks = [asyncio.ensure_future(produce())] + [asyncio.ensure_future(consume(client)) for _ in range(options.concurrency)]
         handled = False
         try:

@@ -11,7 +11,7 @@ ImageLike = Union[bytes, str, Path]
 
 MODES = {"fused": pb.SEARCH_MODE_FUSED, "multi_vector": pb.SEARCH_MODE_MULTI_VECTOR, "multi": pb.SEARCH_MODE_MULTI_VECTOR}
 COMBINES = {"weighted": pb.COMBINE_WEIGHTED, "rrf": pb.COMBINE_RRF}
-CHANNELS = ("image", "title", "caption")
+CHANNELS = ("image", "title", "caption", "keyword")  # retrieval.v1.ChannelWeights
 
 
 def image_bytes(image: ImageLike | None) -> bytes:
@@ -65,11 +65,13 @@ def weights_message(weights: Mapping[str, float] | None) -> pb.ChannelWeights | 
 
 
 def parse_weights(text: str) -> dict[str, float]:
-    """'image=0.6,title=0.3,caption=0.1' (or '0.6,0.3,0.1' in channel order) -> dict."""
+    """'image=0.6,title=0.3,caption=0.1' (or '0.6,0.3,0.1[,keyword]' in channel order) -> dict.
+
+    Channels not named are left to the gateway's defaults."""
     parts = [p.strip() for p in text.split(",") if p.strip()]
     if parts and all("=" not in p for p in parts):
-        if len(parts) != len(CHANNELS):
-            raise ValueError(f"give {len(CHANNELS)} numbers (image,title,caption) or name=value pairs")
+        if len(parts) not in (len(CHANNELS) - 1, len(CHANNELS)):
+            raise ValueError(f"give 3 or 4 numbers ({','.join(CHANNELS)}) or name=value pairs")
         return {c: float(p) for c, p in zip(CHANNELS, parts)}
     out = {}
     for part in parts:

@@ -42,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--blip-itm-checkpoint", help="BLIP ITM checkpoint: hub name or local directory")
     parser.add_argument("--no-blip", action="store_true", help="export CLIP only")
     parser.add_argument("--int8", action="store_true", help="also write dynamic-int8 variants (CPU) with parity vs fp32")
+    parser.add_argument(
+        "--int8-static", action="store_true", help="also write static-int8 QDQ variants (CPU) calibrated on product photos/titles, with parity vs fp32"
+    )
     parser.add_argument("--fp16", action="store_true", help="also write fp16 variants (GPU) with parity vs fp32")
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset (default: 17)")
     parser.add_argument("--quiet", action="store_true", help="only print the summary line")
@@ -137,7 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.CRITICAL)
     log = (lambda _msg: None) if args.quiet else (lambda msg: print(f"[export] {msg}", file=sys.stderr, flush=True))
-    variants = [v for v, wanted in (("int8", args.int8), ("fp16", args.fp16)) if wanted]
+    variants = [v for v, wanted in (("int8", args.int8), ("int8_static", args.int8_static), ("fp16", args.fp16)) if wanted]
     try:
         config = resolve_config(args)
         manifest = run_export(config, args.out, args.opset, variants, log)

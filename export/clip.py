@@ -15,7 +15,10 @@ from export.hub import use_cache_only_if_offline
 from export.onnx_graphs import compare, export_module, fix_dims, graph_entry
 from export.torch_compat import import_open_clip
 from export.variants import add_variants
-from preprocessing.clip_tokenizer import ClipTokenizer, build_clip_bpe_tokenizer
+from preprocessing.clip_tokenizer import build_clip_bpe_tokenizer
+from preprocessing.hf_tokenizer import KIND as HF_KIND
+from preprocessing.text import load_text_tokenizer
+from preprocessing.text_cleaning import CLEANERS
 from preprocessing.image import ImageSpec, preprocess_images
 from runtime.manifest import CLIP_IMAGE, CLIP_TEXT, model_file
 from export.sample_inputs import sample_images, sample_texts
@@ -71,7 +74,14 @@ def load_clip(arch: str, pretrained: str | None):
             ) from exc
         raise ExportError(f"cannot load CLIP {arch} from {pretrained!r}: {str(exc).splitlines()[0]}") from exc
     model.eval()
-    return model, image_spec_from_open_clip(model), open_clip.get_tokenizer(arch)
+    try:
+        tokenizer = open_clip.get_tokenizer(arch)
+    except (OSError, ValueError) as exc:  # a Hugging Face tokenizer comes from the hub (or its cache)
+        raise ExportError(
+            f"cannot load the tokenizer of {arch}: {str(exc).splitlines()[0]}; it is a Hugging Face tokenizer that comes "
+            "from the model hub: run the export once where the hub is reachable (it is cached), or set HF_HUB_OFFLINE=1 with a filled cache"
+        ) from exc
+    return model, image_spec_from_open_clip(model), tokenizer
 
 
 def image_spec_from_open_clip(model: torch.nn.Module) -> ImageSpec:
@@ -89,18 +99,36 @@ def image_spec_from_open_clip(model: torch.nn.Module) -> ImageSpec:
 
 
 def write_clip_tokenizer(reference_tokenizer, staging: Path) -> dict[str, Any]:
-    """tokenizer.json twin of open_clip's SimpleTokenizer, verified against it on sample texts."""
+    """The model's tokenizer as `tokenizer.json` + its manifest entry, verified id for id against open_clip.
+
+    open_clip's SimpleTokenizer becomes its HF-tokenizers twin (kind `clip_bpe`); an open_clip
+    HFTokenizer (SigLIP, xlm-roberta, hf-hub models) is saved as it is (kind `hf`), with what
+    open_clip does around it (cleaning, context length, padding, truncation) in the entry.
+    """
     open_clip = import_open_clip()
-    if not isinstance(reference_tokenizer, open_clip.tokenizer.SimpleTokenizer):
-        raise ExportError(
-            f"{type(reference_tokenizer).__name__} tokenizers are not supported yet; "
-            "choose an open_clip architecture that uses the CLIP BPE tokenizer (e.g. ViT-B-32)"
-        )
     path = staging / TOKENIZER_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(reference_tokenizer, open_clip.tokenizer.SimpleTokenizer):
+        entry = _write_clip_bpe(open_clip, reference_tokenizer, path)
+    elif isinstance(reference_tokenizer, open_clip.tokenizer.HFTokenizer):
+        entry = _write_hf(open_clip, reference_tokenizer, path)
+    else:
+        raise ExportError(
+            f"{type(reference_tokenizer).__name__} tokenizers are not supported; choose an open_clip model whose "
+            "tokenizer is open_clip's CLIP BPE (e.g. ViT-B-32) or a Hugging Face tokenizer (SigLIP, xlm-roberta)"
+        )
+    ours = load_text_tokenizer(staging, entry)
+    texts = sample_texts()
+    entry["parity_with_open_clip"] = bool(np.array_equal(ours(texts), reference_tokenizer(texts).numpy()))
+    if not entry["parity_with_open_clip"]:
+        raise ExportError(f"the exported {entry['kind']} tokenizer does not reproduce open_clip's token ids")
+    return entry
+
+
+def _write_clip_bpe(open_clip, reference_tokenizer, path: Path) -> dict[str, Any]:
     bpe_path = Path(open_clip.__file__).parent / "bpe_simple_vocab_16e6.txt.gz"
     build_clip_bpe_tokenizer(bpe_path).save(str(path))
-    entry = {
+    return {
         "file": TOKENIZER_FILE,
         "kind": "clip_bpe",
         "context_length": int(reference_tokenizer.context_length),
@@ -109,12 +137,46 @@ def write_clip_tokenizer(reference_tokenizer, staging: Path) -> dict[str, Any]:
         "pad_token_id": 0,
         "truncation": "keep the first context_length-1 tokens, EOT last (as open_clip)",
     }
-    ours = ClipTokenizer.from_manifest_entry(staging, entry)
-    texts = sample_texts()
-    entry["parity_with_open_clip"] = bool(np.array_equal(ours(texts), reference_tokenizer(texts).numpy()))
-    if not entry["parity_with_open_clip"]:
-        raise ExportError("the exported CLIP tokenizer does not reproduce open_clip's token ids")
-    return entry
+
+
+def _clean_name(open_clip, clean_fn) -> str:
+    for name in CLEANERS:
+        if open_clip.tokenizer.get_clean_fn(name) is clean_fn:
+            return name
+    raise ExportError(f"open_clip tokenizer cleaning {getattr(clean_fn, '__name__', clean_fn)!r} is not one of {', '.join(CLEANERS)}")
+
+
+def _write_hf(open_clip, reference_tokenizer, path: Path) -> dict[str, Any]:
+    """`HFTokenizer.__call__` = clean, then transformers' fast tokenizer with padding='max_length',
+    truncation=True, max_length=context_length (+ zeros where SEP was, with strip_sep_token)."""
+    from tokenizers import Tokenizer
+
+    if getattr(reference_tokenizer, "tokenizer_mode", "") not in ("", None):
+        raise ExportError(f"open_clip HFTokenizer mode {reference_tokenizer.tokenizer_mode!r} is not supported (only the standard mode)")
+    hf = reference_tokenizer.tokenizer
+    backend = getattr(hf, "backend_tokenizer", None)
+    if backend is None:
+        raise ExportError(f"{type(hf).__name__} has no fast (tokenizers) backend to save as tokenizer.json")
+    if hf.pad_token_id is None:
+        raise ExportError(f"{type(hf).__name__} has no pad token; open_clip pads to the context length")
+    plain = Tokenizer.from_str(backend.to_str())  # padding and truncation are set from the entry when loaded
+    plain.no_padding()
+    plain.no_truncation()
+    plain.save(str(path))
+    return {
+        "file": TOKENIZER_FILE,
+        "kind": HF_KIND,
+        "source": type(hf).__name__,
+        "context_length": int(reference_tokenizer.context_length),
+        "clean": _clean_name(open_clip, reference_tokenizer.clean_fn),
+        "pad_token_id": int(hf.pad_token_id),
+        "pad_token": str(hf.pad_token),
+        "padding_side": str(hf.padding_side),
+        "truncation_side": str(getattr(hf, "truncation_side", "right")),
+        "strip_sep_token": bool(reference_tokenizer.strip_sep_token),
+        "sep_token_id": None if hf.sep_token_id is None else int(hf.sep_token_id),
+        "truncation": "special tokens included in context_length, as transformers truncates (open_clip HFTokenizer)",
+    }
 
 
 def _run_torch(module: torch.nn.Module, batch: np.ndarray) -> np.ndarray:
@@ -136,6 +198,14 @@ def _parity(
     return {output_name: worst}
 
 
+def _calibration(name: str, input_name: str, spec, tokenizer, batch: int = 8) -> list[dict]:
+    """Static-int8 calibration feeds for one tower: real product photos or titles, in batches."""
+    from export.calibration import calibration_images, calibration_texts
+
+    data = preprocess_images(calibration_images(), spec) if name == CLIP_IMAGE else tokenizer(calibration_texts())
+    return [{input_name: data[i : i + batch]} for i in range(0, len(data), batch)]
+
+
 def export_clip(
     config: dict[str, Any],
     staging: Path,
@@ -149,7 +219,7 @@ def export_clip(
     torch.manual_seed(0)
     model, spec, reference_tokenizer = load_clip(arch, pretrained)
     tokenizer_entry = write_clip_tokenizer(reference_tokenizer, staging)
-    tokenizer = ClipTokenizer.from_manifest_entry(staging, tokenizer_entry)
+    tokenizer = load_text_tokenizer(staging, tokenizer_entry)
 
     images = preprocess_images(sample_images(), spec)
     texts = tokenizer(sample_texts())
@@ -175,7 +245,8 @@ def export_clip(
         models[name] = graph_entry(staging, name, parity=parity, normalized=True, embed_dim=embed_dim)
         if variants:
             log(f"clip: {name} variants {', '.join(variants)}")
-            models[name]["variants"] = add_variants(staging, name, variants, {input_name: example}, int8_ops)
+            calibration = _calibration(name, input_name, spec, tokenizer) if "int8_static" in variants else None
+            models[name]["variants"] = add_variants(staging, name, variants, {input_name: example}, int8_ops, calibration)
     family = {
         "arch": arch,
         "pretrained": pretrained,

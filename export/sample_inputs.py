@@ -10,6 +10,7 @@ SAMPLE_TEXTS = (
     "Men's running shoes, breathable mesh, size 44 — 79.99€",
     "striped cotton t-shirt " * 20,  # longer than the context: exercises truncation
     "it's a cozy wool sweater & it's on sale!",
+    "sac à main en cuir — 皮革手袋, snake_case & <b>HTML</b> &amp; punctuation!?",
 )
 
 

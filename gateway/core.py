@@ -15,9 +15,10 @@ from typing import Any, Callable
 
 from gateway.backends.base import InferenceBackend, create_backend
 from gateway.errors import Unavailable
+from gateway.fusion import dense_part, same_weights
 from gateway.metrics import DEPENDENCY_UP
 from gateway.settings import Settings
-from gateway.store import MilvusConfig, MilvusStore
+from gateway.store import MilvusConfig, MilvusStore, SchemaMismatch
 from gateway.tagger import Tagger
 
 log = logging.getLogger("gateway.core")
@@ -35,11 +36,17 @@ class Core:
         self._on_health: list[Callable[[bool], None]] = []
         self._probe_task: asyncio.Task | None = None
         self._lock = asyncio.Lock()
+        self._weights_warned = False
 
     # -- lifecycle -----------------------------------------------------------------------------
     async def start(self) -> None:
-        """Best effort: a dependency that is down now is retried by the probe."""
-        await self.probe()
+        """Best effort: a dependency that is down now is retried by the probe. A store whose schema
+        this gateway cannot serve stops the start with one clear line (exit code 2)."""
+        try:
+            await self.probe()
+        except SchemaMismatch as exc:
+            log.error("%s", exc)
+            raise SystemExit(2) from None
         self._probe_task = asyncio.create_task(self._probe_loop())
 
     async def close(self) -> None:
@@ -62,14 +69,22 @@ class Core:
             await asyncio.sleep(self.settings.probe_interval_s)
             try:
                 await self.probe()
+            except SchemaMismatch as exc:  # found once the store became reachable: as at start
+                log.error("%s", exc)
+                raise SystemExit(2) from None
             except Exception:  # noqa: BLE001 - the probe must never die
                 log.exception("health probe failed")
 
     async def probe(self) -> bool:
         """Check (and connect) both dependencies; update health."""
         async with self._lock:
-            self.backend_up = await self._probe_backend()
-            self.store_up = await self._probe_store()
+            # concurrently: opening a large store (loading its collection) overlaps loading the models
+            self.backend_up, self.store_up = await asyncio.gather(self._probe_backend(), self._probe_store())
+            if self.backend_up and self.store_up and self.store.dim != self.backend.dim:
+                raise SchemaMismatch(
+                    f"collection {self.settings.collection!r} holds {self.store.dim}-d vectors but the models give "
+                    f"{self.backend.dim}-d: use another --collection or store"
+                )
         DEPENDENCY_UP.labels("backend").set(int(self.backend_up))
         DEPENDENCY_UP.labels("store").set(int(self.store_up))
         self._notify(self.serving)
@@ -91,27 +106,33 @@ class Core:
 
     async def _probe_store(self) -> bool:
         if self.store is None:
-            if not self.backend.dim:
-                return False
+            # dim 0: an existing collection says its dimension, so the store opens before the models are loaded
             self.store = MilvusStore(self._store_config(self.backend.dim))
-        return await self.run_store(self.store.ping)
+        if not self.store.dim and self.backend.dim:
+            self.store.dim = self.store.config.dim = self.backend.dim
+        up = await self.run_store(self.store.ping)
+        if up:
+            await self._check_fused_weights()
+        return up
+
+    async def _check_fused_weights(self) -> None:
+        """A new collection records the configured weights; an existing one keeps its own, and a
+        difference from the configuration is said once (fused searches with the configured
+        weights are then answered by exact multi-vector scoring, see gateway/search.py)."""
+        configured = dense_part(self.settings.weights.as_dict())
+        stored = self.store.fused_weights
+        if stored is None and configured is not None:
+            await self.run_store(self.store.record_fused_weights, configured)
+        elif stored is not None and configured is not None and not same_weights(stored, configured) and not self._weights_warned:
+            self._weights_warned = True
+            log.warning(
+                "the stored fused vectors were built with weights %s, the configured weights are %s: fused-mode searches "
+                "with the configured weights are scored exactly per channel (slower) until you run "
+                "`python -m gateway.maintenance rebuild-fused` with the gateway stopped (docs/gateway.md)", stored, configured,
+            )
 
     def _store_config(self, dim: int) -> MilvusConfig:
-        s = self.settings
-        return MilvusConfig(
-            uri=s.store_uri,
-            collection=s.collection,
-            dim=dim,
-            token=s.store_token,
-            timeout_s=s.store_timeout_s,
-            index_type=s.index_type,
-            nlist=s.nlist,
-            nprobe=s.nprobe,
-            filtered_limit=s.filtered_limit,
-            overfetch_below=s.overfetch_below,
-            count_cache_s=s.count_cache_s,
-            multi_vector_candidates=s.multi_vector_candidates,
-        )
+        return MilvusConfig.from_settings(self.settings, dim)
 
     # -- helpers for the RPC logic -------------------------------------------------------------
     async def run_store(self, fn: Callable[..., Any], *args: Any) -> Any:

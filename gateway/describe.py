@@ -7,6 +7,7 @@ from gateway.core import Core
 from gateway.errors import InvalidInput
 from gateway.metrics import StageTimer
 from gateway.validation import check_image, check_text
+from preprocessing.image import ImageLimits, decode_image, is_grayscale
 from retrieval.v1 import retrieval_pb2 as pb
 
 
@@ -22,7 +23,8 @@ async def describe(core: Core, request: pb.DescribeRequest, timer: StageTimer) -
         vectors, captions = await asyncio.gather(
             core.guard_backend(core.backend.embed_images([image])), core.guard_backend(core.backend.caption([image]))
         )
-    tags = tagger.tags(vectors, core.settings.tags_per_facet, core.settings.tag_margin)[0]
+    grayscale = is_grayscale(decode_image(image, ImageLimits(max_bytes=core.settings.max_image_bytes)))
+    tags = tagger.tags(vectors, core.settings.tags_per_facet, [grayscale])[0]
     tags.sort(key=lambda t: -t.score)
     if request.max_tags:
         tags = tags[: request.max_tags]

@@ -16,6 +16,10 @@ class Unavailable(RuntimeError):
     """A dependency (inference backend or store) cannot be reached now; retry later (UNAVAILABLE)."""
 
 
+class LimitExceeded(RuntimeError):
+    """The request goes past a limit of the gateway, e.g. items per upsert stream (RESOURCE_EXHAUSTED)."""
+
+
 class NotSupported(RuntimeError):
     """The deployment lacks a model the request needs, e.g. ITM for rerank (FAILED_PRECONDITION)."""
 
@@ -28,6 +32,8 @@ def status_of(error: BaseException) -> grpc.StatusCode:
         return grpc.StatusCode.INVALID_ARGUMENT
     if isinstance(error, Unavailable):
         return grpc.StatusCode.UNAVAILABLE
+    if isinstance(error, LimitExceeded):
+        return grpc.StatusCode.RESOURCE_EXHAUSTED
     if isinstance(error, NotSupported):
         return grpc.StatusCode.FAILED_PRECONDITION
     return grpc.StatusCode.INTERNAL

@@ -1,37 +1,43 @@
-"""Channel fusion: how a product's channel vectors become one vector, and how channel scores combine.
+"""Channel fusion: the one scoring formula, the fused vector that ranks by it, and RRF.
 
-Every product has three channel vectors in CLIP space, each L2-normalized:
+Channels of a product (gateway/rows.py stores them):
 
-    image    CLIP image embedding of the product photo
-    title    CLIP text embedding of "title. description"
-    caption  CLIP text embedding of "caption. tag1, tag2, ..." (BLIP caption + interrogator tags)
+    image    CLIP image embedding of the product photo                        (dense, normalized)
+    title    CLIP text embedding of "title. description"                      (dense, normalized)
+    caption  CLIP text embedding of "caption. tag1, tag2, ..."                (dense, normalized)
+    keyword  BM25 of the query against title, description, brand, caption and tags (Milvus)
 
-Fused vector (stored beside the channels, searched in `fused` mode):
+A product has a channel only when it has content for it (no title text -> no title channel; no
+caption and no tags -> no caption channel). With weights w normalized to sum 1 and P the set of
+channels the product has, the score of a product p for a query q is
 
-    fused = normalize(w_image * image + w_title * title + w_caption * caption)
+    score(p) = sum_{c in P} w_c * s_c(q, p) / sum_{c in P} w_c
 
-so cos(q, fused) = sum_c w_c cos(q, c) / ||sum_c w_c c||: the weighted channel score divided by a
-per-product constant. A query vector q is one CLIP vector: the text embedding, the image
-embedding, or for a composed query (image + text modifier) normalize((1 - t) * image + t * text).
+where s_c = cos(q, v_c) for a dense channel and s_keyword = bm25(q, p) / max_p' bm25(q, p') (the
+query's best BM25 in the filtered catalog, so the keyword score lies in [0, 1]). A product with no
+channel of positive weight has no score and is not returned.
 
-`multi_vector` mode scores each channel separately and combines:
+The fused vector stored per product is the un-normalized weighted sum over its dense channels,
 
-    weighted:  score = sum_c w_c * cos(q, c) / sum_c w_c                 (weights normalized to 1)
-    rrf:       score = sum_c w_c / (k + rank_c)   rank_c = 1-based rank of the product in channel c
+    u(p) = sum_{c in P, dense} w_c v_c / sum_{c in P, dense} w_c
 
-A product missing from a channel's candidate list contributes nothing to that channel (RRF) or
-its exact cosine (weighted, computed here from the returned vectors). Zero-weight channels are
-skipped. The default weights live in gateway/settings.py and docs/gateway.md says how they were
-chosen.
+so that an inner-product search with a normalized query ranks by exactly the dense part of the
+score: q . u(p) = score(p) when the keyword weight is 0.
+
+`rrf`: score(p) = sum_c w_c / (k + rank_c(p)), rank 1-based within channel c's candidate list,
+with normalized weights; a product missing from a list contributes nothing for that channel.
 """
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-CHANNELS = ("image", "title", "caption")
+DENSE_CHANNELS = ("image", "title", "caption")
+KEYWORD = "keyword"
+CHANNELS = (*DENSE_CHANNELS, KEYWORD)
 FUSED = "fused"
+WEIGHT_TOLERANCE = 1e-6
 
 
 class FusionError(ValueError):
@@ -47,29 +53,71 @@ def normalize(vectors: np.ndarray, axis: int = -1) -> np.ndarray:
     return (vectors / norms).astype(np.float32)
 
 
-def check_weights(weights: Mapping[str, float]) -> dict[str, float]:
-    """Weights for every channel, finite and >= 0, not all zero."""
+def check_weights(weights: Mapping[str, float], channels: Sequence[str] = CHANNELS) -> dict[str, float]:
+    """Weights for every channel, finite and >= 0, not all zero, normalized to sum 1."""
     out = {}
-    for channel in CHANNELS:
+    for channel in weights:
+        if channel not in CHANNELS:
+            raise FusionError(f"unknown channel {channel!r}; the channels are {', '.join(CHANNELS)}")
+    for channel in channels:
         value = float(weights.get(channel, 0.0))
         if not np.isfinite(value) or value < 0:
             raise FusionError(f"weight of channel {channel!r} must be a finite number >= 0, got {value}")
         out[channel] = value
-    if sum(out.values()) <= 0:
+    total = sum(out.values())
+    if total <= 0:
         raise FusionError("at least one channel weight must be > 0")
+    return {c: v / total for c, v in out.items()}
+
+
+def dense_part(weights: Mapping[str, float]) -> dict[str, float] | None:
+    """The dense channels' weights renormalized to sum 1 (None when they are all zero)."""
+    dense = {c: float(weights.get(c, 0.0)) for c in DENSE_CHANNELS}
+    total = sum(dense.values())
+    return {c: v / total for c, v in dense.items()} if total > 0 else None
+
+
+def same_weights(a: Mapping[str, float], b: Mapping[str, float], tolerance: float = WEIGHT_TOLERANCE) -> bool:
+    """Two normalized weight sets are the same (within float tolerance)."""
+    return all(abs(float(a.get(c, 0.0)) - float(b.get(c, 0.0))) <= tolerance for c in CHANNELS)
+
+
+def fused_vectors(channels: Mapping[str, np.ndarray], present: Sequence[Iterable[str]], weights: Mapping[str, float]) -> np.ndarray:
+    """u(p) = sum_{c in P} w_c v_c / sum_{c in P} w_c over dense channels, row-wise.
+
+    `channels` maps a dense channel to [N, D] vectors (rows of absent channels are ignored),
+    `present[i]` names the channels product i has. A product none of whose present channels has
+    weight gets the zero vector (its inner product with any query is 0; search drops it).
+    """
+    weights = check_weights(weights)
+    n = len(present)
+    dim = next(iter(channels.values())).shape[-1]
+    out = np.zeros((n, dim), dtype=np.float32)
+    for i, have in enumerate(present):
+        have = set(have)
+        total = sum(weights[c] for c in DENSE_CHANNELS if c in have)
+        if total <= 0:
+            continue
+        for c in DENSE_CHANNELS:
+            if c in have and weights[c] > 0:
+                out[i] += (weights[c] / total) * np.asarray(channels[c][i], dtype=np.float32)
     return out
 
 
-def fuse(channels: Mapping[str, np.ndarray], weights: Mapping[str, float]) -> np.ndarray:
-    """normalize(sum_c w_c * v_c) row-wise; channels map name -> [N, D] (or [D])."""
-    weights = check_weights(weights)
-    total = None
-    for channel in CHANNELS:
-        if weights[channel] == 0:
-            continue
-        term = weights[channel] * np.asarray(channels[channel], dtype=np.float32)
-        total = term if total is None else total + term
-    return normalize(total)
+def weighted_score(channel_scores: Mapping[str, float], present: Iterable[str], weights: Mapping[str, float]) -> float | None:
+    """sum_{c in P} w_c s_c / sum_{c in P} w_c; None when no present channel has weight."""
+    present = set(present)
+    total = sum(w for c, w in weights.items() if c in present and w > 0)
+    if total <= 0:
+        return None
+    return float(sum(w * channel_scores[c] for c, w in weights.items() if c in present and w > 0) / total)
+
+
+def keyword_scores(bm25: Mapping[str, float], best: float) -> dict[str, float]:
+    """BM25 -> [0, 1]: divided by the query's best BM25 in the (filtered) catalog."""
+    if best <= 0:
+        return {item: 0.0 for item in bm25}
+    return {item: min(1.0, float(value) / best) for item, value in bm25.items()}
 
 
 def compose_query(image: np.ndarray | None, text: np.ndarray | None, text_weight: float) -> np.ndarray:
@@ -85,41 +133,28 @@ def compose_query(image: np.ndarray | None, text: np.ndarray | None, text_weight
     return normalize((1.0 - text_weight) * np.asarray(image) + text_weight * np.asarray(text))
 
 
-def weighted_score(channel_scores: Mapping[str, float], weights: Mapping[str, float]) -> float:
-    """sum_c w_c s_c / sum_c w_c over the channels with weight > 0."""
-    weights = check_weights(weights)
-    total = sum(weights.values())
-    return float(sum(weights[c] * channel_scores[c] for c in CHANNELS if weights[c] > 0) / total)
-
-
 def rrf_scores(rankings: Mapping[str, Sequence[str]], weights: Mapping[str, float], k: int = 60) -> dict[str, float]:
     """Reciprocal rank fusion: id -> sum_c w_c / (k + rank_c), rank 1-based; best first."""
-    weights = check_weights(weights)
     scores: dict[str, float] = {}
     for channel, ids in rankings.items():
-        weight = weights.get(channel, 0.0)
-        if weight == 0:
+        weight = float(weights.get(channel, 0.0))
+        if weight <= 0:
             continue
         for rank, item in enumerate(ids, start=1):
             scores[item] = scores.get(item, 0.0) + weight / (k + rank)
     return dict(sorted(scores.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
-def channel_scores(query: np.ndarray, vectors: Mapping[str, np.ndarray]) -> dict[str, float]:
-    """Cosine of a normalized query to each stored (normalized) vector."""
-    q = np.asarray(query, dtype=np.float32)
-    return {name: float(np.dot(q, np.asarray(vec, dtype=np.float32))) for name, vec in vectors.items()}
-
-
 def caption_text(caption: str, tags: Sequence[str]) -> str:
-    """The text the caption channel embeds: the caption, then the tags."""
+    """The text the caption channel embeds: the caption, then the tags ("" = no caption channel)."""
     parts = [caption.strip()] if caption and caption.strip() else []
+    tags = [t.strip() for t in tags if t and t.strip()]
     if tags:
         parts.append(", ".join(tags))
     return ". ".join(parts)
 
 
 def title_text(title: str, description: str) -> str:
-    """The text the title channel embeds."""
+    """The text the title channel embeds ("" = no title channel)."""
     parts = [p.strip() for p in (title, description) if p and p.strip()]
     return ". ".join(parts)

@@ -18,15 +18,16 @@ import numpy as np
 
 from gateway import fusion
 from gateway.core import Core
-from gateway.errors import INVALID_INPUT_ERRORS, InvalidInput, Unavailable
+from gateway.errors import INVALID_INPUT_ERRORS, InvalidInput, LimitExceeded, Unavailable
 from gateway.metrics import UPSERT_ITEMS, StageTimer
-from gateway.store import CHANNEL_FIELDS, FUSED_FIELD, MAX_LENGTHS
+from gateway.rows import MAX_LENGTHS, Channels, build_row
 from gateway.validation import check_id, check_image
-from preprocessing.image import ImageLimits, decode_image
+from preprocessing.image import ImageLimits, decode_image, is_grayscale
 from retrieval.v1 import retrieval_pb2 as pb
 
 MAX_TAGS = 64
 MAX_ATTRIBUTES = 64
+MAX_REASON_CHARS = 150  # UpsertResult.reason (see settings.UPSERT_RESULT_MAX_BYTES)
 
 
 class StorePipeline:
@@ -67,10 +68,12 @@ class Item:
     index: int
     product: pb.Product
     result: pb.UpsertResult
+    grayscale: bool = False
 
 
-def validate_product(product: pb.Product, core: Core) -> None:
-    """Raise InvalidInput naming the field; decodes the image (cheap next to the models)."""
+def validate_product(product: pb.Product, core: Core) -> bool:
+    """Raise InvalidInput naming the field; decodes the image (cheap next to the models) and says
+    whether it is grayscale (then the interrogator names no colours)."""
     check_id(product.id, "product.id")
     if not product.image:
         raise InvalidInput("product.image is empty: every product needs an image")
@@ -83,7 +86,7 @@ def validate_product(product: pb.Product, core: Core) -> None:
         raise InvalidInput(f"product.price must be a finite number >= 0, got {product.price}")
     if len(product.tags) > MAX_TAGS or len(product.attributes) > MAX_ATTRIBUTES:
         raise InvalidInput(f"product has more than {MAX_TAGS} tags or {MAX_ATTRIBUTES} attributes")
-    decode_image(product.image, ImageLimits(max_bytes=core.settings.max_image_bytes))
+    return is_grayscale(decode_image(product.image, ImageLimits(max_bytes=core.settings.max_image_bytes)))
 
 
 async def upsert_stream(core: Core, requests: AsyncIterator[pb.UpsertProductsRequest], timer: StageTimer) -> pb.UpsertProductsResponse:
@@ -105,9 +108,18 @@ async def _upsert(
 ) -> pb.UpsertProductsResponse:
     batch: list[Item] = []
     index = 0
+    limit = core.settings.max_upsert_items
     async for request in requests:
+        if index >= limit:
+            await process_batch(core, batch, timer, pipeline)
+            await pipeline.drain()
+            counts = _counts(results)
+            raise LimitExceeded(
+                f"the UpsertProducts stream has more than {limit} items (setting max_upsert_items): send at most {limit} per stream; "
+                f"the first {limit} were processed (ok {counts.ok}, invalid {counts.invalid}, failed {counts.failed}) and resending them is safe"
+            )
         product = request.product
-        item = Item(index, product, pb.UpsertResult(id=product.id, index=index))
+        item = Item(index, product, pb.UpsertResult(id=product.id[: MAX_LENGTHS["id"]], index=index))
         index += 1
         results.append(item.result)
         if any(other.product.id == product.id for other in batch):
@@ -119,6 +131,10 @@ async def _upsert(
             batch = []
     await process_batch(core, batch, timer, pipeline)
     await pipeline.drain()
+    return bounded_response(results, core.settings.max_message_bytes * 3 // 4)
+
+
+def _counts(results: list[pb.UpsertResult]) -> pb.UpsertProductsResponse:
     response = pb.UpsertProductsResponse()
     for result in results:
         if result.status == pb.ITEM_STATUS_OK:
@@ -127,7 +143,29 @@ async def _upsert(
             response.invalid += 1
         else:
             response.failed += 1
-    response.results.extend(results)  # copies: the results were filled in place above
+    return response
+
+
+def bounded_response(results: list[pb.UpsertResult], budget: int) -> pb.UpsertProductsResponse:
+    """One result per item, within `budget` bytes: reasons are cut to MAX_REASON_CHARS, and once the
+    budget is reached the remaining OK results leave out caption and tags (counted in details_omitted).
+
+    Without caption and tags a result is at most UPSERT_RESULT_MAX_BYTES, and settings check that
+    max_upsert_items of those fit the budget, so the response never exceeds the message limit.
+    """
+    response = _counts(results)
+    size = 0
+    for result in results:
+        if len(result.reason) > MAX_REASON_CHARS:
+            result.reason = result.reason[: MAX_REASON_CHARS - 3] + "..."
+        entry = result.ByteSize() + 4  # field tag and length prefix
+        if size + entry > budget and (result.caption or result.tags):
+            result.caption = ""
+            del result.tags[:]
+            response.details_omitted += 1
+            entry = result.ByteSize() + 4
+        size += entry
+        response.results.append(result)  # a copy: the results were filled in place above
     return response
 
 
@@ -139,7 +177,8 @@ async def _validate(core: Core, batch: list[Item], timer: StageTimer) -> list[It
             *(loop.run_in_executor(None, validate_product, item.product, core) for item in batch), return_exceptions=True
         )
     for item, error in zip(batch, checks):
-        if error is None:
+        if isinstance(error, bool):
+            item.grayscale = error
             good.append(item)
         elif isinstance(error, INVALID_INPUT_ERRORS):
             item.result.status, item.result.reason = pb.ITEM_STATUS_INVALID, str(error)
@@ -147,6 +186,16 @@ async def _validate(core: Core, batch: list[Item], timer: StageTimer) -> list[It
         else:
             raise error
     return good
+
+
+async def _embed_some(core: Core, texts: list[str]) -> list[np.ndarray | None]:
+    """CLIP vectors of the non-empty texts; None where a text is empty (that channel is absent)."""
+    wanted = [i for i, t in enumerate(texts) if t]
+    vectors = await core.guard_backend(core.backend.embed_texts([texts[i] for i in wanted])) if wanted else []
+    out: list[np.ndarray | None] = [None] * len(texts)
+    for i, vec in zip(wanted, vectors):
+        out[i] = vec
+    return out
 
 
 async def process_batch(core: Core, batch: list[Item], timer: StageTimer, pipeline: StorePipeline) -> None:
@@ -157,26 +206,37 @@ async def process_batch(core: Core, batch: list[Item], timer: StageTimer, pipeli
     if not items:
         return
     settings = core.settings
-    core.require_store()  # fail fast (UNAVAILABLE) before spending inference on the batch
+    store = core.require_store()  # fail fast (UNAVAILABLE) before spending inference on the batch
     tagger = core.require_tagger()
     products = [item.product for item in items]
     with timer.stage("inference"):
         images = [p.image for p in products]
         image_vecs, title_vecs, captions = await asyncio.gather(
             core.guard_backend(core.backend.embed_images(images)),
-            core.guard_backend(core.backend.embed_texts([fusion.title_text(p.title, p.description) or p.id for p in products])),
+            _embed_some(core, [fusion.title_text(p.title, p.description) for p in products]),
             core.guard_backend(core.backend.caption(images)),
         )
-        tag_lists = tagger.tags(image_vecs, settings.tags_per_facet, settings.tag_margin)
+        if settings.tags:
+            tag_lists = tagger.tags(image_vecs, settings.tags_per_facet, [item.grayscale for item in items])
+        else:
+            tag_lists = [[] for _ in items]
         all_tags = [_merge_tags([t.term for t in tags], list(p.tags)) for tags, p in zip(tag_lists, products)]
-        caption_vecs = await core.guard_backend(
-            core.backend.embed_texts([fusion.caption_text(c, t) or p.id for c, t, p in zip(captions, all_tags, products)])
-        )
+        caption_vecs = await _embed_some(core, [fusion.caption_text(c, t) for c, t in zip(captions, all_tags)])
     with timer.stage("preprocess"):
-        fused = fusion.fuse({"image": image_vecs, "title": title_vecs, "caption": caption_vecs}, settings.weights.as_dict())
-        rows = [
-            _row(p, captions[i], all_tags[i], image_vecs[i], title_vecs[i], caption_vecs[i], fused[i]) for i, p in enumerate(products)
-        ]
+        channels = []
+        for i in range(len(products)):
+            vectors = {"image": image_vecs[i]}
+            if title_vecs[i] is not None:
+                vectors["title"] = title_vecs[i]
+            if caption_vecs[i] is not None:
+                vectors["caption"] = caption_vecs[i]
+            channels.append(Channels(vectors, captions[i], all_tags[i]))
+        fused = fusion.fused_vectors(
+            {c: np.stack([ch.vectors.get(c, np.zeros(store.dim, np.float32)) for ch in channels]) for c in fusion.DENSE_CHANNELS},
+            [set(ch.vectors) for ch in channels],
+            store.fused_weights or fusion.dense_part(settings.weights.as_dict()),
+        )
+        rows = [build_row(p, ch, fused[i], store.dim) for i, (p, ch) in enumerate(zip(products, channels))]
     await pipeline.submit(_store_batch(core, rows, items, captions, all_tags, timer), frozenset(p.id for p in products))
 
 
@@ -208,23 +268,3 @@ def _merge_tags(model_tags: list[str], seller_tags: list[str]) -> list[str]:
             seen.add(tag)
             out.append(tag)
     return out
-
-
-def _row(p: pb.Product, caption: str, tags: list[str], image, title, cap, fused) -> dict:
-    row = {
-        "id": p.id,
-        "title": p.title,
-        "description": p.description,
-        "category": p.category,
-        "brand": p.brand,
-        "price": float(p.price) if p.HasField("price") else -1.0,
-        "in_stock": p.in_stock if p.HasField("in_stock") else True,
-        "caption": caption[: MAX_LENGTHS["caption"]],
-        "image_uri": p.image_uri,
-        "meta": {"tags": tags, "attributes": dict(p.attributes)},
-        CHANNEL_FIELDS["image"]: np.asarray(image, np.float32),
-        CHANNEL_FIELDS["title"]: np.asarray(title, np.float32),
-        CHANNEL_FIELDS["caption"]: np.asarray(cap, np.float32),
-        FUSED_FIELD: np.asarray(fused, np.float32),
-    }
-    return row

@@ -6,6 +6,8 @@ stage_latency_seconds{rpc, stage}      preprocess (validation, decoding, fusion,
                                        inference (backend calls), store (Milvus calls)
 upsert_items_total{status}             upserted items by per-item status
 dependency_up{dependency}              1 while the backend / store answers the health probe
+batch_size{model}                      items per ONNX Runtime call of the local backend's batcher
+batch_queue_seconds{model}             time a request waited in the batcher before its call began
 The same stage times go back to the caller as `server-timing` trailing metadata (and in
 SearchResponse.timings), which is how the benchmark measures gateway overhead.
 """
@@ -27,6 +29,14 @@ STAGE_LATENCY = Histogram(
 )
 UPSERT_ITEMS = Counter("upsert_items", "upserted products by item status", ["status"], registry=REGISTRY)
 DEPENDENCY_UP = Gauge("dependency_up", "1 when the dependency answers the health probe", ["dependency"], registry=REGISTRY)
+
+BATCH_SIZE = Histogram(
+    "batch_size", "items per model call formed by the local backend's micro-batcher", ["model"],
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=REGISTRY,
+)
+BATCH_QUEUE_SECONDS = Histogram(
+    "batch_queue_seconds", "time a request waited in the micro-batcher queue", ["model"], buckets=_BUCKETS, registry=REGISTRY
+)
 
 STAGES = ("preprocess", "inference", "store")
 

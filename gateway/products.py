@@ -3,8 +3,7 @@ from __future__ import annotations
 
 from gateway.core import Core
 from gateway.metrics import StageTimer
-from gateway.records import record_of
-from gateway.store import CHANNEL_FIELDS, FUSED_FIELD
+from gateway.rows import record_of, vectors_message
 from gateway.validation import check_ids
 from retrieval.v1 import retrieval_pb2 as pb
 
@@ -24,10 +23,7 @@ async def get_products(core: Core, request: pb.GetProductsRequest, timer: StageT
             continue
         item = pb.StoredProduct(product=record_of(row))
         if request.include_vectors:
-            item.vectors.image.extend(row[CHANNEL_FIELDS["image"]])
-            item.vectors.title.extend(row[CHANNEL_FIELDS["title"]])
-            item.vectors.caption.extend(row[CHANNEL_FIELDS["caption"]])
-            item.vectors.fused.extend(row[FUSED_FIELD])
+            item.vectors.CopyFrom(vectors_message(row))
         response.products.append(item)
     return response
 

@@ -1,14 +1,24 @@
-"""Search: validate, embed the query, search the store in the asked mode, score channels, rerank.
+"""Search: validate, embed the query, gather candidates, score them exactly, rerank.
 
-Query vector: CLIP text and/or image embedding, composed as in gateway/fusion.py. `fused` mode
-searches the fused vector; `multi_vector` searches each channel and combines (weighted in the
-store with hybrid_search + WeightedRanker; RRF in the store with RRFRanker when the channel
-weights are equal, else weighted RRF here from the per-channel lists). Every hit carries the
-exact cosine of the query to each channel vector and to the fused vector.
+Every weighted hit's score is the formula of gateway/fusion.py, sum_{c in P} w_c s_c / sum_{c in P}
+w_c, with the weights really used (the query type's defaults, overridden field by field by the
+request, normalized to sum 1; an image-only query has no words, so its keyword weight is 0):
+
+- `fused` plan: when the dense part of those weights equals the weights the stored fused vectors
+  were built with, one inner-product ANN search of the fused vector ranks by exactly that score
+  (plus, with a keyword weight, the BM25 list: the union of both is rescored exactly).
+- otherwise, and for `multi_vector`: each weighted channel's top `multi_vector_candidates`
+  (dense ANN per channel, BM25 for the keyword channel), the union rescored exactly, cut to top_k.
+  A request for fused mode whose weights differ from the stored ones is answered this way, and
+  the response says so (mode MULTI_VECTOR, the weights used).
+- `rrf`: weighted reciprocal rank fusion of the same per-channel lists.
+- a filter on at most EXACT_ID_LIMIT ids: those rows, scored exactly (no ANN).
 """
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -17,21 +27,37 @@ from gateway.core import Core
 from gateway.errors import InvalidInput, NotSupported
 from gateway.filters import ProductFilter
 from gateway.metrics import StageTimer
-from gateway.records import record_of
-from gateway.store import StoreHit, vectors_of
+from gateway.rows import (
+    CHANNEL_BITS, CHANNEL_MASK_FIELD, FUSED_FIELD, VECTOR_FIELD, channels_of, dense_vectors, present_channels, record_of,
+)
+from gateway.store import EXACT_ID_LIMIT, MilvusStore
 from gateway.validation import check_image, check_text, check_top_k
 from retrieval.v1 import retrieval_pb2 as pb
 
+MODES = {pb.SEARCH_MODE_UNSPECIFIED, pb.SEARCH_MODE_FUSED, pb.SEARCH_MODE_MULTI_VECTOR}
+COMBINES = {pb.COMBINE_UNSPECIFIED: "weighted", pb.COMBINE_WEIGHTED: "weighted", pb.COMBINE_RRF: "rrf"}
 
-def request_weights(request: pb.SearchRequest, core: Core) -> dict[str, float]:
-    weights = core.settings.weights.as_dict()
-    for channel in fusion.CHANNELS:
-        if request.HasField("weights") and request.weights.HasField(channel):
-            weights[channel] = getattr(request.weights, channel)
-    try:
-        return fusion.check_weights(weights)
-    except fusion.FusionError as exc:
-        raise InvalidInput(f"weights: {exc}") from None
+
+def query_type(text: str, image: bytes) -> str:
+    return "composed" if text and image else ("image" if image else "text")
+
+
+def request_weights(request: pb.SearchRequest, core: Core, qtype: str) -> dict[str, float]:
+    """The query type's default weights, overridden by the request's fields, normalized to sum 1."""
+    weights = core.settings.query_weights(qtype)
+    if request.HasField("weights"):
+        for channel in fusion.CHANNELS:
+            if request.weights.HasField(channel):
+                weights[channel] = getattr(request.weights, channel)
+    for channel, value in weights.items():
+        if not np.isfinite(value) or value < 0:
+            raise InvalidInput(f"weights.{channel} must be a finite number >= 0, got {value}")
+    if qtype == "image":
+        weights[fusion.KEYWORD] = 0.0  # no words to match
+    if sum(weights.values()) <= 0:
+        what = "an image-only query has no keyword channel, and the other weights are 0" if qtype == "image" else "they are all 0"
+        raise InvalidInput(f"weights: at least one channel weight must be > 0 ({what})")
+    return fusion.check_weights(weights)
 
 
 async def embed_query(core: Core, text: str, image: bytes, text_weight: float) -> np.ndarray:
@@ -46,6 +72,32 @@ async def embed_query(core: Core, text: str, image: bytes, text_weight: float) -
     return fusion.compose_query(image_vec, text_vec, text_weight)
 
 
+@dataclass
+class Plan:
+    mode: int  # the mode really used
+    combine: str  # weighted | rrf
+    weights: dict[str, float]
+    query_type: str
+
+
+def choose_plan(request: pb.SearchRequest, weights: dict[str, float], qtype: str, store: MilvusStore) -> Plan:
+    if request.mode not in MODES:
+        raise InvalidInput(f"mode {request.mode} is not a SearchMode: use SEARCH_MODE_FUSED or SEARCH_MODE_MULTI_VECTOR")
+    if request.combine not in COMBINES:
+        raise InvalidInput(f"combine {request.combine} is not a Combine: use COMBINE_WEIGHTED or COMBINE_RRF")
+    combine = COMBINES[request.combine]
+    if combine == "rrf":
+        if request.mode == pb.SEARCH_MODE_FUSED:
+            raise InvalidInput("combine RRF fuses per-channel rank lists: it needs mode SEARCH_MODE_MULTI_VECTOR")
+        return Plan(pb.SEARCH_MODE_MULTI_VECTOR, combine, weights, qtype)
+    if request.mode != pb.SEARCH_MODE_MULTI_VECTOR:
+        dense = fusion.dense_part(weights)
+        stored = store.fused_weights
+        if dense is not None and stored and fusion.same_weights(dense, stored):
+            return Plan(pb.SEARCH_MODE_FUSED, combine, weights, qtype)
+    return Plan(pb.SEARCH_MODE_MULTI_VECTOR, combine, weights, qtype)
+
+
 async def search(core: Core, request: pb.SearchRequest, timer: StageTimer) -> pb.SearchResponse:
     settings = core.settings
     with timer.stage("preprocess"):
@@ -54,12 +106,11 @@ async def search(core: Core, request: pb.SearchRequest, timer: StageTimer) -> pb
         if not text and not image:
             raise InvalidInput("empty query: set text, image, or both")
         top_k = check_top_k(request.top_k, settings)
-        weights = request_weights(request, core)
+        qtype = query_type(text, image)
+        weights = request_weights(request, core, qtype)
         flt = ProductFilter.from_proto(request.filters)
         flt.validate(settings.filterable_attributes, settings.max_filter_values)
         flt.expression()  # fail early on bad values
-        mode = request.mode or pb.SEARCH_MODE_FUSED
-        combine = "rrf" if request.combine == pb.COMBINE_RRF else "weighted"
         rrf_k = request.rrf_k or settings.rrf_k
         if rrf_k < 1:
             raise InvalidInput(f"rrf_k must be >= 1, got {rrf_k}")
@@ -72,49 +123,168 @@ async def search(core: Core, request: pb.SearchRequest, timer: StageTimer) -> pb
             if not image:
                 raise InvalidInput("rerank scores the query image against each hit's text: send an image")
         store = core.require_store()
+        plan = choose_plan(request, weights, qtype, store)
     with timer.stage("inference"):
         query = await embed_query(core, text, image, text_weight)
     with timer.stage("store"):
-        if mode == pb.SEARCH_MODE_FUSED:
-            hits, _ = await core.guard_store(store.search, query, top_k, flt)
-        elif combine == "rrf" and len({w for w in weights.values() if w > 0}) > 1:
-            hits = await weighted_rrf(core, query, weights, rrf_k, top_k, flt)
-        else:
-            hits = await core.guard_store(store.multi_search, query, weights, combine, rrf_k, top_k, flt)
-    with timer.stage("preprocess"):
-        # fused mode ranks by the stored fused vector, built with the ingest weights
-        used = settings.weights.as_dict() if mode == pb.SEARCH_MODE_FUSED else weights
-        response = pb.SearchResponse(mode=mode, weights=pb.ChannelWeights(**used))
-        for hit in hits:
-            scores = fusion.channel_scores(query, vectors_of(hit.row))
-            score = hit.score
-            if mode == pb.SEARCH_MODE_MULTI_VECTOR and combine == "weighted":
-                score = fusion.weighted_score(scores, weights)  # exact, even for channels the ANN missed
-            response.hits.append(pb.Hit(product=record_of(hit.row), score=score, channel_scores=scores))
-        if mode == pb.SEARCH_MODE_MULTI_VECTOR and combine == "weighted":
-            ordered = sorted(response.hits, key=lambda h: -h.score)
-            del response.hits[:]
-            response.hits.extend(ordered)
+        scored = await Candidates(core, store, query, text, plan, flt, top_k, rrf_k).run()
+    response = pb.SearchResponse(
+        mode=plan.mode, weights=pb.ChannelWeights(**weights), query_type=qtype,
+        combine=pb.COMBINE_RRF if plan.combine == "rrf" else pb.COMBINE_WEIGHTED,
+    )
+    for row, score, channel_scores in scored:
+        response.hits.append(pb.Hit(product=record_of(row), score=score, channel_scores=channel_scores))
     if request.rerank and response.hits:
         with timer.stage("inference"):
-            texts = [fusion.caption_text(h.product.title, [h.product.caption]) or h.product.id for h in response.hits]
-            itm = await core.guard_backend(core.backend.itm(image, texts))
-        ordered = []
-        for hit, value in zip(response.hits, itm):
-            hit.rerank_score = float(value)
-            hit.score = float(value)
-            ordered.append(hit)
-        ordered.sort(key=lambda h: -h.score)
-        del response.hits[:]
-        response.hits.extend(ordered)
+            await rerank(core, image, response)
     return response
 
 
-async def weighted_rrf(core: Core, query: np.ndarray, weights: dict[str, float], rrf_k: int, top_k: int, flt: ProductFilter) -> list[StoreHit]:
-    """RRF with per-channel weights (Milvus' RRFRanker has none): one search per channel, fused here."""
-    store = core.require_store()
-    channels = [c for c in fusion.CHANNELS if weights[c] > 0]
-    lists = await asyncio.gather(*(core.guard_store(store.channel_search, query, c, top_k, flt) for c in channels))
-    rows = {hit.id: hit.row for hits in lists for hit in hits}
-    scores = fusion.rrf_scores({c: [h.id for h in hits] for c, hits in zip(channels, lists)}, weights, rrf_k)
-    return [StoreHit(item, score, rows[item]) for item, score in list(scores.items())[:top_k]]
+class Candidates:
+    """Candidate gathering and exact scoring for one search (see the module docstring).
+
+    Scores of candidates come from the store as inner products (each channel's ANN list gives them
+    for its own candidates; a search restricted to the other candidates' ids gives the rest, exact),
+    so only the top_k rows are read back with their vectors (for records and channel scores)."""
+
+    def __init__(
+        self, core: Core, store: MilvusStore, query: np.ndarray, text: str, plan: Plan, flt: ProductFilter, top_k: int, rrf_k: int
+    ) -> None:
+        self.core, self.store, self.query, self.text = core, store, np.asarray(query, np.float32), text
+        self.plan, self.flt, self.top_k, self.rrf_k = plan, flt, top_k, rrf_k
+        self.weights = plan.weights
+        self.depth = max(core.settings.multi_vector_candidates, top_k)
+        self.keyword_on = self.weights.get(fusion.KEYWORD, 0.0) > 0 and bool(text)
+        self.keyword_pairs: list[tuple[str, float]] = []  # the query's BM25 list, best first
+        fused = plan.mode == pb.SEARCH_MODE_FUSED
+        # the dense "fields" scored: the fused vector (its score is the whole dense part) or each weighted channel
+        self.dense = {fusion.FUSED: FUSED_FIELD} if fused else {c: VECTOR_FIELD[c] for c in fusion.DENSE_CHANNELS if self.weights[c] > 0}
+
+    def _store(self, fn, *args):
+        return self.core.guard_store(fn, *args)
+
+    async def run(self) -> list[tuple[dict[str, Any], float, dict[str, float]]]:
+        if self.flt.ids and len(self.flt.ids) <= EXACT_ID_LIMIT:
+            rows = await self._store(self.store.query, self.flt.expression(), self.store.fields(vectors=True))
+            self.keyword_pairs = await self._keyword_list() if self.keyword_on else []
+            keyword = await self._keyword_scores([r["id"] for r in rows])
+            return self._top([(row, self._row_scores(row, keyword)) for row in rows])
+        if self.plan.combine == "rrf":
+            return await self._rrf()
+        if self.plan.mode == pb.SEARCH_MODE_FUSED and not self.keyword_on:
+            hits = await self._store(self.store.ann, self.query, FUSED_FIELD, self.top_k, self.flt, self.store.fields(vectors=True))
+            return self._top([(row, self._row_scores(row, {})) for _, _, row in hits])
+        lists = await self._channel_lists()
+        union = list(dict.fromkeys(i for hits in lists.values() for i in hits))
+        scores, masks = await self._complete(lists, union)
+        keyword = await self._keyword_scores(union)
+        ranked = []
+        for item in union:
+            channel_scores = dict(scores[item])
+            if self.keyword_on:
+                channel_scores[fusion.KEYWORD] = keyword.get(item, 0.0)
+            score = self._score(channel_scores, masks.get(item))
+            if score is not None:
+                ranked.append((item, score))
+        ranked.sort(key=lambda pair: (-pair[1], pair[0]))
+        top = ranked[: self.top_k]
+        rows = {r["id"]: r for r in await self._store(self.store.get, [i for i, _ in top], True)}
+        return [(rows[i], score, self._row_scores(rows[i], keyword)) for i, score in top if i in rows]
+
+    async def _keyword_list(self) -> list[tuple[str, float]]:
+        return await self._store(self.store.keyword, self.text, self.depth, self.flt)
+
+    async def _channel_lists(self) -> dict[str, dict[str, tuple[float, int]]]:
+        """Each scored field's candidates: id -> (inner product, channel mask), best first; keyword: id -> (bm25, 0)."""
+        names = list(self.dense)
+        jobs = [self._store(self.store.ann, self.query, self.dense[n], self.depth, self.flt, ["id", CHANNEL_MASK_FIELD]) for n in names]
+        if self.keyword_on:
+            jobs.append(self._keyword_list())
+        results = await asyncio.gather(*jobs)
+        lists = {n: {i: (d, int(row.get(CHANNEL_MASK_FIELD, 0))) for i, d, row in hits} for n, hits in zip(names, results)}
+        if self.keyword_on:
+            self.keyword_pairs = results[-1]
+            lists[fusion.KEYWORD] = {i: (b, 0) for i, b in self.keyword_pairs}
+        return lists
+
+    async def _complete(self, lists, union: list[str]) -> tuple[dict[str, dict[str, float]], dict[str, int]]:
+        """Every candidate's score on every scored dense field, and its channel mask."""
+        scores: dict[str, dict[str, float]] = {i: {} for i in union}
+        masks: dict[str, int] = {}
+        missing = {n: [i for i in union if i not in lists[n]] for n in self.dense}
+        found = await asyncio.gather(*(self._store(self.store.within, self.query, self.dense[n], missing[n]) for n in self.dense))
+        for n, extra in zip(self.dense, found):
+            for i, (d, mask) in {**lists[n], **extra}.items():
+                scores[i][n] = d
+                masks[i] = mask
+        lost = [i for i in union if any(n not in scores[i] for n in self.dense)]
+        if lost:  # not returned by a restricted search (should not happen): read their vectors
+            for row in await self._store(self.store.get, lost, True):
+                scores[row["id"]].update({n: v for n, v in self._row_scores(row, {}).items() if n in self.dense})
+                masks[row["id"]] = int(row[CHANNEL_MASK_FIELD])
+        for i in union:
+            masks.setdefault(i, CHANNEL_BITS[fusion.KEYWORD])  # keyword-only candidates with no dense field scored
+        return scores, masks
+
+    def _score(self, channel_scores: dict[str, float], mask: int | None) -> float | None:
+        """The formula; with the fused field standing for the dense part (its score already is the
+        renormalized dense weighted sum), the dense part weighs sum_{c in P, dense} w_c."""
+        present = channels_of(mask or 0)
+        if fusion.FUSED not in channel_scores:
+            return fusion.weighted_score(channel_scores, present, self.weights)
+        dense_weight = sum(self.weights[c] for c in fusion.DENSE_CHANNELS if c in present)
+        keyword_weight = self.weights[fusion.KEYWORD] if self.keyword_on and fusion.KEYWORD in present else 0.0
+        if dense_weight + keyword_weight <= 0:
+            return None
+        keyword = channel_scores.get(fusion.KEYWORD, 0.0) * keyword_weight
+        return (dense_weight * channel_scores[fusion.FUSED] + keyword) / (dense_weight + keyword_weight)
+
+    def _row_scores(self, row: dict[str, Any], keyword: dict[str, float]) -> dict[str, float]:
+        scores = {c: float(np.dot(self.query, v)) for c, v in dense_vectors(row).items()}
+        scores[fusion.FUSED] = float(np.dot(self.query, np.asarray(row[FUSED_FIELD], np.float32)))
+        if self.keyword_on:
+            scores[fusion.KEYWORD] = keyword.get(row["id"], 0.0)
+        return scores
+
+    def _top(self, scored_rows):
+        out = []
+        for row, scores in scored_rows:
+            dense_only = {k: v for k, v in scores.items() if k != fusion.FUSED}
+            score = fusion.weighted_score(dense_only, present_channels(row), self.weights)
+            if score is not None:
+                out.append((row, score, scores))
+        out.sort(key=lambda item: (-item[1], item[0]["id"]))
+        return out[: self.top_k]
+
+    async def _keyword_scores(self, ids: list[str]) -> dict[str, float]:
+        """Normalized BM25 of every candidate (exact: a BM25 search restricted to the candidates)."""
+        if not self.keyword_on or not ids:
+            return {}
+        best = self.keyword_pairs[0][1] if self.keyword_pairs else 0.0
+        known = dict(self.keyword_pairs)
+        missing = [i for i in ids if i not in known]
+        if missing:
+            known.update(await self._store(self.store.keyword, self.text, len(missing), self.flt, missing))
+        return fusion.keyword_scores({i: known.get(i, 0.0) for i in ids}, best)
+
+    async def _rrf(self):
+        lists = await self._channel_lists()
+        fused = fusion.rrf_scores({n: list(hits) for n, hits in lists.items()}, self.weights, self.rrf_k)
+        top = list(fused)[: self.top_k]
+        rows = {r["id"]: r for r in await self._store(self.store.get, top, True)}
+        keyword = await self._keyword_scores(top)
+        return [(rows[i], fused[i], self._row_scores(rows[i], keyword)) for i in top if i in rows]
+
+
+async def rerank(core: Core, image: bytes, response: pb.SearchResponse) -> None:
+    """Re-score hits with BLIP ITM against their text (title, description, caption); hits without any
+    text cannot be matched, keep their score and go after the matched ones."""
+    texts = [fusion.title_text(fusion.title_text(h.product.title, h.product.description), h.product.caption) for h in response.hits]
+    matched = [i for i, t in enumerate(texts) if t]
+    values = await core.guard_backend(core.backend.itm(image, [texts[i] for i in matched])) if matched else []
+    for i, value in zip(matched, values):
+        response.hits[i].rerank_score = float(value)
+        response.hits[i].score = float(value)
+    ordered = sorted(response.hits, key=lambda h: (not h.HasField("rerank_score"), -h.score))
+    del response.hits[:]
+    response.hits.extend(ordered)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 from typing import Annotated, Any, Literal, Sequence
 
@@ -9,21 +10,49 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
+# Bytes of one UpsertResult without caption and tags (id <= 128 characters of up to 4 bytes, index,
+# status, reason <= 150 characters, field tags): the upsert response budget rests on it (gateway/ingest.py).
+UPSERT_RESULT_MAX_BYTES = 1_200
+
+
 class Weights(BaseModel):
-    """Channel weights of the fused vector and of multi_vector scoring (see gateway/fusion.py)."""
+    """Channel weights (gateway/fusion.py): normalized to sum 1 wherever they are used."""
+
+    model_config = {"extra": "forbid"}
 
     image: float = Field(0.5, ge=0)
     title: float = Field(0.3, ge=0)
     caption: float = Field(0.2, ge=0)
+    keyword: float = Field(0.0, ge=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _parse(cls, value: Any) -> Any:
+        """Also accept "image=0.5,title=0.3" (flags and environment)."""
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("{"):
+                return json.loads(text)
+            out = {}
+            for part in filter(None, (p.strip() for p in text.split(","))):
+                name, _, number = part.partition("=")
+                if not number:
+                    raise ValueError(f"weights {value!r}: write channel=number pairs, e.g. image=0.5,title=0.3")
+                out[name.strip()] = float(number)
+            return out
+        return value
 
     @model_validator(mode="after")
     def _not_all_zero(self) -> "Weights":
-        if self.image + self.title + self.caption <= 0:
+        if self.image + self.title + self.caption + self.keyword <= 0:
             raise ValueError("at least one channel weight must be > 0")
         return self
 
     def as_dict(self) -> dict[str, float]:
-        return {"image": self.image, "title": self.title, "caption": self.caption}
+        return {"image": self.image, "title": self.title, "caption": self.caption, "keyword": self.keyword}
+
+
+QUERY_TYPES = ("text", "image", "composed")
 
 
 class Settings(BaseSettings):
@@ -41,32 +70,52 @@ class Settings(BaseSettings):
     # inference
     backend: Literal["local", "triton"] = "local"
     model_repository: Path = Path("model_repository")
-    model_variant: Literal["fp32", "int8", "fp16"] = "fp32"
+    model_variant: Literal["fp32", "int8", "int8_static", "fp16"] = Field(
+        "fp32", description="CLIP graph: fp32, int8 (dynamic), int8_static (calibrated QDQ), fp16 (GPU); see docs/benchmarks.md"
+    )
+    engine: Literal["auto", "onnxruntime", "openvino", "openvino-bf16"] = Field(
+        "auto",
+        description="local backend: engine running the CLIP graphs; auto = openvino-bf16 on CPUs with native bf16 (AMX / AVX-512 BF16) "
+        "when openvino is installed, else onnxruntime (runtime/sessions.py; measured in docs/benchmarks.md)",
+    )
     triton_url: str = "127.0.0.1:8001"
     inference_timeout_s: float = 30.0
     inference_threads: int = Field(2, ge=1, description="local backend: worker threads running ONNX Runtime")
     caption: bool = True
-    tags_per_facet: int = Field(2, ge=0)
-    tag_margin: float = Field(0.0, description="keep a term when its cosine beats the facet's mean by this much")
+    tags: bool = Field(True, description="interrogator tags on ingest (caption channel and tag filters)")
+    tags_per_facet: int = Field(2, ge=1, description="at most this many tags per facet (each must reach the facet's min_probability)")
+
+    # batching (local backend: cross-request micro-batching, see gateway/batching.py)
+    batch_max_size: int = Field(32, ge=1, le=1024, description="local backend: most items in one ONNX Runtime call; 1 = no cross-request batching")
+    batch_max_delay_ms: float = Field(
+        2.0, ge=0, le=1000, description="local backend: longest a request waits for others to join its batch while the model is idle"
+    )
+    preprocess_threads: int = Field(2, ge=1, description="local backend: threads decoding images and tokenizing texts")
 
     # store
     store_uri: str = "data/products.db"
     store_token: str = ""
     collection: str = "products"
     store_timeout_s: float = 10.0
+    store_load_timeout_s: float = Field(600.0, gt=0, description="loading the collection at start (100k products: 10-35 s here)")
     store_concurrency: int = Field(2, ge=1, le=8, description="upsert batches in flight to the store per stream")
     index_type: Literal["AUTOINDEX", "IVF_FLAT", "FLAT", "HNSW"] = "IVF_FLAT"
     nlist: int = 1024
     nprobe: int = 32
-    multi_vector_candidates: int = Field(100, ge=1, le=16384, description="candidates per channel in multi_vector mode")
+    multi_vector_candidates: int = Field(
+        100, ge=1, le=16384, description="candidates per channel (and for the keyword channel) that exact rescoring considers"
+    )
     filtered_limit: int = Field(
         4000, ge=1, le=16384, description="candidates a selective filtered search asks the index for (recall vs latency, see docs)"
     )
     overfetch_below: float = Field(0.2, ge=0, le=1, description="a filter matching less than this share of the catalog over-fetches")
     count_cache_s: float = Field(30.0, ge=0, description="how long a filter's match count is reused")
 
-    # search / fusion
-    weights: Weights = Weights()
+    # search / fusion (gateway/fusion.py; defaults chosen by the quality harness, docs/quality.md)
+    weights: Weights = Weights()  # the stored fused vectors' weights (dense part) and the default of every query type
+    text_query_weights: Annotated[Weights | None, NoDecode] = None
+    image_query_weights: Annotated[Weights | None, NoDecode] = None
+    composed_query_weights: Annotated[Weights | None, NoDecode] = None
     rrf_k: int = Field(60, ge=1)
     text_weight: float = Field(0.5, ge=0, le=1, description="composed queries: share of the text modifier")
     filterable_attributes: Annotated[list[str], NoDecode] = ["size", "colour", "color", "material", "gender", "season"]
@@ -83,6 +132,21 @@ class Settings(BaseSettings):
     # health
     probe_interval_s: float = 2.0
 
+    # security (docs/security.md) -------------------------------------------------------------
+    api_keys_file: Path | None = Field(None, description="API keys, one 'name scopes key' per line (docs/security.md); with keys set, writes need a key")
+    api_keys: str = Field("", description="API keys inline, entries separated by ';' (same format as the file)")
+    require_read_key: bool = Field(False, description="reads (Search, Get, Describe, Embed) need a read key too")
+    tls_cert: Path | None = Field(None, description="PEM certificate chain: serve TLS (with tls_key)")
+    tls_key: Path | None = Field(None, description="PEM private key of tls_cert")
+    tls_client_ca: Path | None = Field(None, description="PEM CA: require client certificates it signed (mutual TLS)")
+    reflection: bool = Field(False, description="serve gRPC reflection (needs an admin key when keys are set)")
+    max_concurrent_rpcs: int = Field(256, ge=0, description="calls in progress at once; more get RESOURCE_EXHAUSTED (0 = no cap)")
+    max_deadline_s: float = Field(60.0, gt=0, description="longest a unary call may run, whatever deadline the client set")
+    max_stream_s: float = Field(1800.0, gt=0, description="longest an UpsertProducts stream may run")
+    rate_limit_rps: float = Field(0.0, ge=0, description="calls per second per API key (or per client address without a key); 0 = off")
+    rate_limit_burst: int = Field(50, ge=1, description="token-bucket size of the rate limit")
+    max_upsert_items: int = Field(20_000, ge=1, description="items per UpsertProducts stream; more end the stream with RESOURCE_EXHAUSTED")
+
     @field_validator("filterable_attributes", mode="before")
     @classmethod
     def _split(cls, value: Any) -> Any:
@@ -90,15 +154,27 @@ class Settings(BaseSettings):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
 
+    def query_weights(self, query_type: str) -> dict[str, float]:
+        """Default weights of a query type (text, image, composed): its own, else `weights`."""
+        own = getattr(self, f"{query_type}_query_weights")
+        return (own or self.weights).as_dict()
+
     @model_validator(mode="after")
     def _check(self) -> "Settings":
+        if self.weights.image + self.weights.title + self.weights.caption <= 0:
+            raise ValueError("weights: the fused vector needs a dense channel (image, title or caption) with weight > 0")
         if self.top_k_default > self.top_k_max:
             raise ValueError(f"top_k_default {self.top_k_default} > top_k_max {self.top_k_max}")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together: set both or neither")
+        if self.max_upsert_items * UPSERT_RESULT_MAX_BYTES > self.max_message_bytes * 3 // 4:
+            raise ValueError(
+                f"max_upsert_items {self.max_upsert_items} is too large for max_message_bytes {self.max_message_bytes}: "
+                f"the upsert response would not fit (at most {self.max_message_bytes * 3 // 4 // UPSERT_RESULT_MAX_BYTES})"
+            )
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise ValueError("tls_client_ca (mutual TLS) needs tls_cert and tls_key")
         return self
-
-    @property
-    def store_is_local_file(self) -> bool:
-        return "://" not in self.store_uri
 
 
 # Flags: one per field, dashes for underscores; nested weights as --weight-image etc.

@@ -1,87 +1,65 @@
-"""The product store: one interface, and Milvus (Lite file, standalone or cluster by URI) behind it.
+"""The product store: Milvus (Lite file, standalone or cluster by URI) behind a small interface.
 
-Schema, indexes and metric are defined once here (`_schema`, `_index_params`). Vectors are
-L2-normalized, so COSINE ranks like IP. Milvus Lite 2.5.1 serves each vector field from one
-growing segment through an interim IVF index that ignores nlist/nprobe (docs/gateway.md): its
-unfiltered recall@10 is high on clustered data, but a selective filter whose matches lie away
-from the query (a category, a 1% brand) drops recall@10 to 0.25-0.5, because the index scans
-only the lists nearest the query. Asking for more results makes it scan more lists, so a
+Milvus only: the row layout belongs to gateway/rows.py, scoring to gateway/fusion.py. Schema,
+indexes, metric and the keyword analyzer are defined once here. Dense channel vectors are
+L2-normalized and the fused vector is their un-normalized weighted sum, so every dense field is
+searched by inner product (IP): q . v is the cosine for a channel and the exact dense score for
+the fused vector. The keyword channel is Milvus' own BM25: a VARCHAR with an analyzer feeds a BM25
+`Function` into a sparse field (the same schema on Milvus Lite 2.5 and on Milvus >= 2.5 servers).
+
+Milvus Lite 2.5.1 serves each vector field from one growing segment through an interim IVF index
+that ignores nlist/nprobe (docs/gateway.md): its unfiltered recall@10 is high on clustered data,
+but a selective filter whose matches lie away from the query drops recall, because the index
+scans only the lists nearest the query. Asking for more results makes it scan more lists, so a
 selective filter (its match count, from count(*), cached) over-fetches `filtered_limit`
-candidates; unselective filters and unfiltered searches ask for top_k. A filter on a few ids
-is scored exactly. A Milvus server gets the same schema and indexes.
+candidates.
+
+The weights the stored fused vectors were built with are recorded in a small side collection
+(`<collection>_meta`; Milvus Lite has no collection properties), so a change of default weights
+is seen at start (`python -m gateway.maintenance rebuild-fused` rebuilds them from the stored channels).
 
 All calls are synchronous pymilvus calls with a timeout (pymilvus otherwise retries an
 unreachable server for minutes); the gateway runs them in threads.
 """
 from __future__ import annotations
 
+import json
 import logging
 import math
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Protocol, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from gateway.errors import InvalidInput, Unavailable
 from gateway.filters import ProductFilter, string_list
+from gateway.rows import (
+    CHANNEL_MASK_FIELD, DENSE_FIELDS, FUSED_FIELD, KEYWORD_SPARSE_FIELD, KEYWORD_TEXT_FIELD, MAX_LENGTHS, SCALAR_FIELDS,
+)
 
 log = logging.getLogger("gateway.store")
 
-CHANNEL_FIELDS = {"image": "image_vec", "title": "title_vec", "caption": "caption_vec"}
-FUSED_FIELD = "fused_vec"
-VECTOR_FIELDS = [*CHANNEL_FIELDS.values(), FUSED_FIELD]
+SCHEMA_VERSION = 2  # 2: IP metric, un-normalized fused vector, channel mask, BM25 keyword field
+SCHEMA_TAG = f"mmretrieval products schema {SCHEMA_VERSION}"
 EXACT_ID_LIMIT = 256  # a search filtered to at most this many ids is scored exactly
-SCALAR_FIELDS = ["id", "title", "description", "category", "brand", "price", "in_stock", "caption", "image_uri", "meta"]
-METRIC = "COSINE"
-
-# VARCHAR lengths (Milvus servers enforce them, Milvus Lite does not: the gateway checks them).
-MAX_LENGTHS = {
-    "id": 128,
-    "title": 1024,
-    "description": 8192,
-    "category": 256,
-    "brand": 256,
-    "caption": 1024,
-    "image_uri": 2048,
-}
-
-
-@dataclass
-class StoreHit:
-    id: str
-    score: float
-    row: dict[str, Any]
+METRIC = "IP"
+MAX_LIMIT = 16384  # Milvus' topk limit
+# Lowercase, Unicode folding (cafe == café), English stemming (boots == boot); the standard
+# tokenizer splits "4411-B" into "4411" and "b", so codes and sizes stay searchable.
+KEYWORD_ANALYZER = {"tokenizer": "standard", "filter": ["lowercase", "asciifolding", {"type": "stemmer", "language": "english"}]}
+META_SUFFIX = "_meta"
 
 
 @dataclass
 class SearchPlan:
-    """What the store did for one search (returned for metrics and docs)."""
+    """How the store runs one ANN search (for a selective filter it over-fetches)."""
 
-    field: str
     expression: str
     limit: int
     matching_fraction: float | None = None
-
-
-class ProductStore(Protocol):
-    """What the gateway needs from a store."""
-
-    dim: int
-
-    def connect(self) -> None: ...
-    def ping(self) -> bool: ...
-    def upsert(self, rows: Sequence[dict[str, Any]]) -> None: ...
-    def get(self, ids: Sequence[str], include_vectors: bool = False) -> list[dict[str, Any]]: ...
-    def delete(self, ids: Sequence[str]) -> None: ...
-    def count(self) -> int: ...
-    def search(self, vector: np.ndarray, top_k: int, flt: ProductFilter) -> tuple[list[StoreHit], SearchPlan]: ...
-    def multi_search(
-        self, vector: np.ndarray, weights: dict[str, float], combine: str, rrf_k: int, top_k: int, flt: ProductFilter
-    ) -> list[StoreHit]: ...
-    def close(self) -> None: ...
 
 
 @dataclass
@@ -97,8 +75,22 @@ class MilvusConfig:
     filtered_limit: int = 4000
     overfetch_below: float = 0.2
     count_cache_s: float = 30.0
-    multi_vector_candidates: int = 100
+    load_timeout_s: float = 600.0  # loading a large collection takes longer than one call's timeout
     index_extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_settings(cls, settings: Any, dim: int, collection: str | None = None) -> "MilvusConfig":
+        """The store settings of the gateway (dim 0: take it from the existing collection)."""
+        s = settings
+        return cls(
+            uri=s.store_uri, collection=collection or s.collection, dim=dim, token=s.store_token, timeout_s=s.store_timeout_s,
+            index_type=s.index_type, nlist=s.nlist, nprobe=s.nprobe, filtered_limit=s.filtered_limit,
+            overfetch_below=s.overfetch_below, count_cache_s=s.count_cache_s, load_timeout_s=s.store_load_timeout_s,
+        )
+
+
+class SchemaMismatch(Unavailable):
+    """The collection was created by an older gateway (or for other models): refuse, say what to do."""
 
 
 def _is_connection_error(exc: BaseException) -> bool:
@@ -114,7 +106,7 @@ def _is_connection_error(exc: BaseException) -> bool:
 
 
 class MilvusStore:
-    """ProductStore on pymilvus MilvusClient."""
+    """The product collection on pymilvus MilvusClient."""
 
     def __init__(self, config: MilvusConfig) -> None:
         self.config = config
@@ -123,8 +115,13 @@ class MilvusStore:
         self._lock = threading.Lock()
         self._count_lock = threading.Lock()
         self._counts: dict[str, tuple[float, float]] = {}
+        self.fused_weights: dict[str, float] | None = None  # recorded in the meta collection
         # pymilvus bounds its retry loop by `timeout` only when it is an int (else it retries 75 times, minutes)
         self._timeout = max(1, int(math.ceil(config.timeout_s)))
+
+    @property
+    def meta_collection(self) -> str:
+        return self.config.collection + META_SUFFIX
 
     # -- connection ----------------------------------------------------------------------------
     @property
@@ -134,7 +131,7 @@ class MilvusStore:
         return self._client
 
     def connect(self) -> None:
-        """Open the client, create the collection if missing, load it. Raises Unavailable."""
+        """Open the client, create the collections if missing, load them. Raises Unavailable."""
         from pymilvus import MilvusClient
 
         with self._lock:
@@ -144,6 +141,7 @@ class MilvusStore:
                     Path(uri).parent.mkdir(parents=True, exist_ok=True)
                 client = MilvusClient(uri=uri, token=self.config.token, timeout=self._timeout)
                 self._ensure_collection(client)
+                self.fused_weights = self._read_meta(client).get("fused_weights")
             except Unavailable:
                 raise
             except Exception as exc:  # noqa: BLE001 - any failure to open is "store unavailable"
@@ -162,36 +160,59 @@ class MilvusStore:
     def _ensure_collection(self, client) -> None:
         name, timeout = self.config.collection, self._timeout
         if not client.has_collection(name, timeout=timeout):
+            if not self.dim:
+                raise Unavailable(f"collection {name!r} does not exist yet: it is created once the models say their dimension")
             client.create_collection(name, schema=self._schema(), index_params=self._index_params(client), timeout=timeout)
-            log.info("created collection %s (dim %d)", name, self.dim)
+            log.info("created collection %s (dim %d, %s)", name, self.dim, SCHEMA_TAG)
         else:
-            self._check_dim(client)
-        client.load_collection(name, timeout=timeout)
+            self._check_schema(client)
+        started = time.monotonic()
+        client.load_collection(name, timeout=max(timeout, int(self.config.load_timeout_s)))
+        log.info("collection %s loaded in %.1f s", name, time.monotonic() - started)
+        if not client.has_collection(self.meta_collection, timeout=timeout):
+            self._create_meta(client)
+        client.load_collection(self.meta_collection, timeout=timeout)
 
-    def _check_dim(self, client) -> None:
+    def _check_schema(self, client) -> None:
         info = client.describe_collection(self.config.collection, timeout=self._timeout)
-        for f in info.get("fields", []):
-            if f.get("name") == FUSED_FIELD:
-                dim = int(f.get("params", {}).get("dim", self.dim))
-                if dim != self.dim:
-                    raise Unavailable(
-                        f"collection {self.config.collection!r} holds {dim}-d vectors but the models give {self.dim}-d: "
-                        "use another --collection or store"
-                    )
+        fields = {f.get("name"): f for f in info.get("fields", [])}
+        if info.get("description") != SCHEMA_TAG or KEYWORD_SPARSE_FIELD not in fields or CHANNEL_MASK_FIELD not in fields:
+            raise SchemaMismatch(
+                f"collection {self.config.collection!r} was created by an older gateway (no {SCHEMA_TAG!r}: cosine fused "
+                "vectors, no keyword channel); migrate it with `python -m gateway.maintenance migrate --store-uri ... --collection ...` "
+                "(the gateway stopped), or index into a new --collection"
+            )
+        dim = int(fields[FUSED_FIELD].get("params", {}).get("dim", self.dim))
+        if not self.dim:
+            self.dim = dim
+        if dim != self.dim:
+            raise SchemaMismatch(
+                f"collection {self.config.collection!r} holds {dim}-d vectors but the models give {self.dim}-d: "
+                "use another --collection or store"
+            )
 
     def _schema(self):
-        from pymilvus import DataType, MilvusClient
+        from pymilvus import DataType, Function, FunctionType, MilvusClient
 
-        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False, description="products (gateway/store.py)")
+        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False, description=SCHEMA_TAG)
         schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=MAX_LENGTHS["id"])
         for name in ("title", "description", "category", "brand", "caption", "image_uri"):
             schema.add_field(name, DataType.VARCHAR, max_length=MAX_LENGTHS[name])
         schema.add_field("price", DataType.DOUBLE)  # -1 = unknown
         schema.add_field("in_stock", DataType.BOOL)
+        schema.add_field(CHANNEL_MASK_FIELD, DataType.INT64)
         # tags and attributes in one JSON field: Milvus Lite 2.5.1 + pymilvus 2.5.18 fail on empty
         # query results when the collection has an ARRAY field, and JSON needs a nested path to filter.
         schema.add_field("meta", DataType.JSON)
-        for name in VECTOR_FIELDS:
+        schema.add_field(
+            KEYWORD_TEXT_FIELD, DataType.VARCHAR, max_length=MAX_LENGTHS[KEYWORD_TEXT_FIELD],
+            enable_analyzer=True, analyzer_params=KEYWORD_ANALYZER,
+        )
+        schema.add_field(KEYWORD_SPARSE_FIELD, DataType.SPARSE_FLOAT_VECTOR)
+        schema.add_function(
+            Function(name="keyword_bm25", function_type=FunctionType.BM25, input_field_names=[KEYWORD_TEXT_FIELD], output_field_names=[KEYWORD_SPARSE_FIELD])
+        )
+        for name in DENSE_FIELDS:
             schema.add_field(name, DataType.FLOAT_VECTOR, dim=self.dim)
         return schema
 
@@ -200,14 +221,42 @@ class MilvusStore:
         ann = {"index_type": self.config.index_type, "metric_type": METRIC}
         if self.config.index_type == "IVF_FLAT":
             ann["params"] = {"nlist": self.config.nlist}
-        for name in VECTOR_FIELDS:
+        for name in DENSE_FIELDS:
             params.add_index(field_name=name, **ann)
+        params.add_index(field_name=KEYWORD_SPARSE_FIELD, index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
         return params
+
+    # -- the meta collection: the fused weights ------------------------------------------------
+    def _create_meta(self, client) -> None:
+        from pymilvus import DataType, MilvusClient
+
+        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False, description="gateway metadata of " + self.config.collection)
+        schema.add_field("key", DataType.VARCHAR, is_primary=True, max_length=64)
+        schema.add_field("value", DataType.VARCHAR, max_length=8192)
+        schema.add_field("unused_vec", DataType.FLOAT_VECTOR, dim=2)  # Milvus needs a vector field
+        params = client.prepare_index_params()
+        params.add_index(field_name="unused_vec", index_type="FLAT", metric_type="L2")
+        client.create_collection(self.meta_collection, schema=schema, index_params=params, timeout=self._timeout)
+
+    def _read_meta(self, client) -> dict[str, Any]:
+        rows = client.query(self.meta_collection, filter='key != ""', output_fields=["key", "value"], timeout=self._timeout)
+        return {r["key"]: json.loads(r["value"]) for r in rows}
+
+    def write_meta(self, key: str, value: Any) -> None:
+        row = {"key": key, "value": json.dumps(value, sort_keys=True), "unused_vec": [0.0, 0.0]}
+        self._call("write meta", lambda c, **kw: c.upsert(self.meta_collection, [row], **kw))
+
+    def record_fused_weights(self, weights: dict[str, float]) -> None:
+        """Record the weights the fused vectors are built with (first start, or after a rebuild)."""
+        self.write_meta("fused_weights", weights)
+        self.fused_weights = dict(weights)
 
     def ping(self) -> bool:
         try:
             self.client.has_collection(self.config.collection, timeout=min(2, self._timeout))
             return True
+        except SchemaMismatch:
+            raise
         except Exception:  # noqa: BLE001
             self._drop_client()
             return False
@@ -235,7 +284,7 @@ class MilvusStore:
         if not rows:
             return
         for row in rows:
-            for name in VECTOR_FIELDS:
+            for name in DENSE_FIELDS:
                 vec = np.asarray(row[name], dtype=np.float32)
                 if vec.shape != (self.dim,) or not np.all(np.isfinite(vec)):
                     raise InvalidInput(f"product {row['id']!r}: {name} is not a finite {self.dim}-d vector")
@@ -247,18 +296,18 @@ class MilvusStore:
             self._call("delete", lambda c, **kw: c.delete(self.config.collection, ids=list(ids), **kw))
 
     # -- reads ---------------------------------------------------------------------------------
+    @staticmethod
+    def fields(vectors: bool, keyword_text: bool = False) -> list[str]:
+        return SCALAR_FIELDS + (DENSE_FIELDS if vectors else []) + ([KEYWORD_TEXT_FIELD] if keyword_text else [])
+
     def get(self, ids: Sequence[str], include_vectors: bool = False) -> list[dict[str, Any]]:
         if not ids:
             return []
-        fields = SCALAR_FIELDS + (VECTOR_FIELDS if include_vectors else [])
-        rows = self._call(
-            "get", lambda c, **kw: c.query(self.config.collection, filter=f"id in {string_list(list(ids))}", output_fields=fields, **kw)
-        )
-        return [dict(r) for r in rows]
+        return self.query(f"id in {string_list(list(ids))}", self.fields(include_vectors))
 
-    def count(self) -> int:
-        rows = self._call("count", lambda c, **kw: c.query(self.config.collection, filter="", output_fields=["count(*)"], **kw))
-        return int(rows[0]["count(*)"])
+    def query(self, expression: str, output_fields: Sequence[str]) -> list[dict[str, Any]]:
+        rows = self._call("query", lambda c, **kw: c.query(self.config.collection, filter=expression, output_fields=list(output_fields), **kw))
+        return [dict(r) for r in rows]
 
     def _search_params(self) -> dict[str, Any]:
         params: dict[str, Any] = {"metric_type": METRIC}
@@ -266,18 +315,18 @@ class MilvusStore:
             params["params"] = {"nprobe": self.config.nprobe}
         return params
 
-    def plan(self, flt: ProductFilter, top_k: int) -> SearchPlan:
-        """How a fused search runs. Unfiltered, or a filter most products pass: top_k from the index.
+    def plan(self, flt: ProductFilter, limit: int) -> SearchPlan:
+        """How an ANN search runs. Unfiltered, or a filter most products pass: `limit` from the index.
         A selective filter (matching < `overfetch_below` of the catalog, counted with count(*) and
         cached for `count_cache_s`): ask for `filtered_limit` candidates so the interim index scans
-        more lists, then keep the top_k (docs/gateway.md, "How a search runs")."""
+        more lists, then keep `limit` (docs/gateway.md, "How a search runs")."""
         expression = flt.expression()
         if not expression:
-            return SearchPlan(FUSED_FIELD, "", top_k)
+            return SearchPlan("", limit)
         fraction = self.matching_fraction(expression)
         if fraction >= self.config.overfetch_below:
-            return SearchPlan(FUSED_FIELD, expression, top_k, fraction)
-        return SearchPlan(FUSED_FIELD, expression, min(max(top_k, self.config.filtered_limit), 16384), fraction)
+            return SearchPlan(expression, limit, fraction)
+        return SearchPlan(expression, min(max(limit, self.config.filtered_limit), MAX_LIMIT), fraction)
 
     def matching_fraction(self, expression: str) -> float:
         """Share of the catalog an expression matches (cached: shops repeat their filters)."""
@@ -298,101 +347,49 @@ class MilvusStore:
         rows = self._call("count", lambda c, **kw: c.query(self.config.collection, filter=expression, output_fields=["count(*)"], **kw))
         return int(rows[0]["count(*)"])
 
-    def search(self, vector: np.ndarray, top_k: int, flt: ProductFilter, output_vectors: bool = True) -> tuple[list[StoreHit], SearchPlan]:
-        plan = self.plan(flt, top_k)
-        vector = np.asarray(vector, dtype=np.float32)
-        if flt.ids and len(flt.ids) <= EXACT_ID_LIMIT:
-            return self._exact_by_ids(vector, top_k, plan), plan
-        if plan.limit > top_k:
-            result = self._call(
-                "search",
-                lambda c, **kw: c.search(
-                    self.config.collection, data=[vector.tolist()], anns_field=plan.field, limit=plan.limit,
-                    filter=plan.expression, search_params=self._search_params(), **kw,
-                ),
-            )
-            ids = [h["id"] for h in result[0][:top_k]]
-            scores = {h["id"]: float(h["distance"]) for h in result[0][:top_k]}
-            rows = {r["id"]: r for r in self.get(ids, include_vectors=output_vectors)} if ids else {}
-            return [StoreHit(i, scores[i], rows[i]) for i in ids if i in rows], plan
-        fields = SCALAR_FIELDS + (VECTOR_FIELDS if output_vectors else [])
+    def ann(
+        self, vector: np.ndarray, field_name: str, limit: int, flt: ProductFilter, output_fields: Sequence[str] = ("id",)
+    ) -> list[tuple[str, float, dict[str, Any]]]:
+        """Nearest rows of one dense field by inner product: (id, q . v, entity), best first."""
+        limit = min(limit, MAX_LIMIT)
+        plan = self.plan(flt, limit)
+        fields = list(output_fields) if plan.limit == limit else ["id"]
         result = self._call(
             "search",
             lambda c, **kw: c.search(
-                self.config.collection, data=[vector.tolist()], anns_field=plan.field, limit=top_k,
-                filter=plan.expression, search_params=self._search_params(), output_fields=fields, **kw,
+                self.config.collection, data=[np.asarray(vector, dtype=np.float32).tolist()], anns_field=field_name,
+                limit=plan.limit, filter=plan.expression, search_params=self._search_params(), output_fields=fields, **kw,
             ),
         )
-        return [StoreHit(h["id"], float(h["distance"]), dict(h["entity"])) for h in result[0]], plan
+        hits = [(h["id"], float(h["distance"]), dict(h.get("entity") or {})) for h in result[0][:limit]]
+        if plan.limit != limit and len(output_fields) > 1 and hits:
+            rows = {r["id"]: r for r in self.query(f"id in {string_list([h[0] for h in hits])}", output_fields)}
+            hits = [(i, d, rows[i]) for i, d, _ in hits if i in rows]
+        return hits
 
-    def _channel_limit(self, flt: ProductFilter, top_k: int) -> int:
-        """Candidates per channel in multi_vector mode: a product in the weighted top-k is often not in
-        every channel's own top-k, so each channel returns more."""
-        return min(max(self.plan(flt, top_k).limit, self.config.multi_vector_candidates, top_k), 16384)
-
-    def _exact_by_ids(self, vector: np.ndarray, top_k: int, plan: SearchPlan) -> list[StoreHit]:
-        """A filter naming a few ids: fetch those rows and score them exactly (an ANN index would
-        only find the ones near the query)."""
-        rows = self._call(
-            "query",
-            lambda c, **kw: c.query(self.config.collection, filter=plan.expression, output_fields=SCALAR_FIELDS + VECTOR_FIELDS, **kw),
-        )
-        scored = [StoreHit(r["id"], float(np.dot(vector, np.asarray(r[FUSED_FIELD], dtype=np.float32))), dict(r)) for r in rows]
-        scored.sort(key=lambda h: (-h.score, h.id))
-        return scored[:top_k]
-
-    def multi_search(
-        self, vector: np.ndarray, weights: dict[str, float], combine: str, rrf_k: int, top_k: int, flt: ProductFilter
-    ) -> list[StoreHit]:
-        """One ANN search per channel with weight > 0, combined by the store's ranker (hybrid_search).
-
-        Milvus' RRFRanker has no weights, so weighted RRF runs in the gateway (search.py) on the
-        per-channel lists from `channel_search`.
-        """
-        from pymilvus import AnnSearchRequest, RRFRanker, WeightedRanker
-
-        expression = flt.expression()
-        channels = [c for c in CHANNEL_FIELDS if weights.get(c, 0) > 0]
-        data = [np.asarray(vector, dtype=np.float32).tolist()]
-        requests = [
-            AnnSearchRequest(data, CHANNEL_FIELDS[c], self._search_params(), self._channel_limit(flt, top_k), expr=expression or None)
-            for c in channels
-        ]
-        ranker = WeightedRanker(*[weights[c] for c in channels]) if combine == "weighted" else RRFRanker(rrf_k)
-        fields = SCALAR_FIELDS + VECTOR_FIELDS
-        result = self._call(
-            "hybrid_search",
-            lambda c, **kw: c.hybrid_search(self.config.collection, requests, ranker, limit=top_k, output_fields=fields, **kw),
-        )
-        return [StoreHit(h["id"], float(h["distance"]), dict(h["entity"])) for h in result[0]]
-
-    def channel_search(self, vector: np.ndarray, channel: str, top_k: int, flt: ProductFilter) -> list[StoreHit]:
-        """One channel's ranked list (for gateway-side RRF)."""
-        fields = SCALAR_FIELDS + VECTOR_FIELDS
+    def within(self, vector: np.ndarray, field_name: str, ids: Sequence[str]) -> dict[str, tuple[float, int]]:
+        """q . v of `field_name` for exactly these ids: id -> (score, channel mask). A filter this
+        selective is brute-forced by Milvus (exact); ids it does not return are simply absent."""
+        if not ids:
+            return {}
         result = self._call(
             "search",
             lambda c, **kw: c.search(
-                self.config.collection,
-                data=[np.asarray(vector, dtype=np.float32).tolist()],
-                anns_field=CHANNEL_FIELDS[channel],
-                limit=self._channel_limit(flt, top_k),
-                filter=flt.expression(),
-                search_params=self._search_params(),
-                output_fields=fields,
-                **kw,
+                self.config.collection, data=[np.asarray(vector, dtype=np.float32).tolist()], anns_field=field_name,
+                limit=min(len(ids), MAX_LIMIT), filter=f"id in {string_list(list(ids))}", search_params=self._search_params(),
+                output_fields=["id", CHANNEL_MASK_FIELD], **kw,
             ),
         )
-        return [StoreHit(h["id"], float(h["distance"]), dict(h["entity"])) for h in result[0]]
+        return {h["id"]: (float(h["distance"]), int(h["entity"][CHANNEL_MASK_FIELD])) for h in result[0]}
 
-
-def vectors_of(row: dict[str, Any]) -> dict[str, np.ndarray]:
-    """Channel name -> vector of a row returned with vectors (image, title, caption, fused)."""
-    out = {c: np.asarray(row[f], dtype=np.float32) for c, f in CHANNEL_FIELDS.items() if f in row}
-    if FUSED_FIELD in row:
-        out["fused"] = np.asarray(row[FUSED_FIELD], dtype=np.float32)
-    return out
-
-
-def chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
+    def keyword(self, text: str, limit: int, flt: ProductFilter, within: Sequence[str] = ()) -> list[tuple[str, float]]:
+        """BM25 of `text` against the keyword field: (id, bm25), best first; `within` restricts to ids."""
+        clauses = [c for c in (flt.expression(), f"id in {string_list(list(within))}" if within else "") if c]
+        result = self._call(
+            "keyword search",
+            lambda c, **kw: c.search(
+                self.config.collection, data=[text], anns_field=KEYWORD_SPARSE_FIELD, limit=min(limit, MAX_LIMIT),
+                filter=" and ".join(f"({c})" for c in clauses), search_params={"metric_type": "BM25"}, output_fields=["id"], **kw,
+            ),
+        )
+        return [(h["id"], float(h["distance"])) for h in result[0]]

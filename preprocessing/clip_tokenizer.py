@@ -7,13 +7,13 @@ Text cleaning is open_clip's ('lower': ftfy, double html-unescape, whitespace co
 from __future__ import annotations
 
 import gzip
-import html
 from pathlib import Path
 from typing import Sequence
 
-import ftfy
 import numpy as np
 from tokenizers import Regex, Tokenizer, models, pre_tokenizers
+
+from preprocessing.text_cleaning import CLEANERS
 
 SOT_TOKEN = "<start_of_text>"
 EOT_TOKEN = "<end_of_text>"
@@ -59,9 +59,7 @@ def build_clip_bpe_tokenizer(bpe_merges_gz: str | Path) -> Tokenizer:
 
 def clean_text(text: str) -> str:
     """open_clip's 'lower' cleaning."""
-    text = ftfy.fix_text(text)
-    text = html.unescape(html.unescape(text)).strip()
-    return " ".join(text.split()).strip().lower()
+    return CLEANERS["lower"](text)
 
 
 class ClipTokenizer:
@@ -109,7 +107,10 @@ class ClipTokenizer:
 
     def __call__(self, texts: Sequence[str]) -> np.ndarray:
         """Long texts are truncated to the context, as open_clip does (documented behaviour)."""
-        cleaned = [self.validate(text) for text in texts]
+        return self.encode_cleaned([self.validate(text) for text in texts])
+
+    def encode_cleaned(self, cleaned: Sequence[str]) -> np.ndarray:
+        """Ids of texts `validate` already cleaned (a batch server validates each request once)."""
         encodings = self.tokenizer.encode_batch(cleaned, add_special_tokens=False)
         ids = np.full((len(cleaned), self.context_length), self.pad_token_id, dtype=np.int64)
         for row, encoding in enumerate(encodings):

@@ -8,7 +8,7 @@ from __future__ import annotations
 import io
 import warnings
 from dataclasses import asdict, dataclass
-from typing import Iterable, Literal, Sequence
+from typing import Callable, Iterable, Literal, Sequence
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -83,7 +83,9 @@ def decode_image(data: bytes, limits: ImageLimits = ImageLimits()) -> Image.Imag
             image.load()
     except ImageDecodeError:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+    except UnidentifiedImageError:  # Pillow's message would show a BytesIO repr
+        raise ImageDecodeError("not a supported image: the bytes are not in an image format Pillow reads (JPEG, PNG, WebP, ...)") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageDecodeError(f"not a supported image: {exc}") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageDecodeError(f"corrupt or truncated image: {exc}") from None
@@ -164,15 +166,17 @@ def resize_and_crop(image: Image.Image, spec: ImageSpec) -> Image.Image:
     return _center_crop(image, spec.size)
 
 
-def preprocess_images(images: Iterable[Image.Image], spec: ImageSpec) -> np.ndarray:
-    """PIL images -> float32 NCHW batch, normalized for the model."""
+def pixels(image: Image.Image, spec: ImageSpec) -> np.ndarray:
+    """One PIL image -> float32 [3, H, W], normalized for the model."""
     mean = np.asarray(spec.mean, dtype=np.float32).reshape(3, 1, 1)
     std = np.asarray(spec.std, dtype=np.float32).reshape(3, 1, 1)
-    arrays = []
-    for image in images:
-        pixels = resize_and_crop(image, spec).convert("RGB")
-        chw = np.asarray(pixels, dtype=np.float32).transpose(2, 0, 1) / np.float32(255.0)
-        arrays.append((chw - mean) / std)
+    chw = np.asarray(resize_and_crop(image, spec).convert("RGB"), dtype=np.float32).transpose(2, 0, 1) / np.float32(255.0)
+    return (chw - mean) / std
+
+
+def preprocess_images(images: Iterable[Image.Image], spec: ImageSpec) -> np.ndarray:
+    """PIL images -> float32 NCHW batch, normalized for the model."""
+    arrays = [pixels(image, spec) for image in images]
     if not arrays:
         return np.zeros((0, 3, *spec.size), dtype=np.float32)
     return np.ascontiguousarray(np.stack(arrays), dtype=np.float32)
@@ -189,3 +193,32 @@ def preprocess_bytes(blobs: Sequence[bytes], spec: ImageSpec, limits: ImageLimit
     return preprocess_images(images, spec)
 
 
+def preprocess_each(
+    blobs: Sequence[bytes],
+    spec: ImageSpec,
+    limits: ImageLimits = ImageLimits(),
+    map_fn: Callable[..., Iterable] = map,
+) -> list[np.ndarray | ImageDecodeError]:
+    """Each upload -> its [3, H, W] pixels, or the ImageDecodeError that refused it.
+
+    For batch servers: one bad upload fails alone, and `map_fn` (e.g. a thread pool's `map`) decodes
+    the items in parallel; Pillow releases the GIL while it decodes and resizes.
+    """
+
+    def one(blob: bytes) -> np.ndarray | ImageDecodeError:
+        try:
+            return pixels(decode_image(blob, limits), spec)
+        except ImageDecodeError as exc:
+            return exc
+
+    return list(map_fn(one, blobs))
+
+
+def is_grayscale(image: Image.Image, tolerance: int = 6) -> bool:
+    """True when an (RGB) image carries no colour: its channels agree within `tolerance` everywhere.
+
+    The interrogator says nothing about colour for such photos (gateway/tagger.py)."""
+    if image.mode in ("L", "LA", "I", "I;16", "F", "1"):
+        return True
+    small = np.asarray(image.convert("RGB").resize((64, 64)), dtype=np.int16)
+    return int(np.abs(small - small.mean(axis=2, keepdims=True)).max()) <= tolerance

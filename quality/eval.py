@@ -228,10 +228,10 @@ REFERENCE_OF_MODE = {"image only": "image only", "title only": "title only", "ca
 
 def run_gateway(cfg: EvalConfig, test: Prepared, chosen: Mapping[str, Any], log: Callable[[str], None]) -> dict[str, Any]:
     from client.sync import SearchClient
-    from gateway.process import stop_process
     from quality.system import Listing, index, search_all, start_gateway
 
-    proc, address = (None, cfg.address) if cfg.address else start_gateway(cfg.repository, cfg.workdir / "gateway", cfg.gateway_args, log)
+    proc = None if cfg.address else start_gateway(cfg.repository, cfg.workdir / "gateway", cfg.gateway_args, log)
+    address = cfg.address or proc.address
     try:
         with SearchClient(address, timeout=120) as client:
             client.wait_until_serving(timeout=300)
@@ -254,7 +254,7 @@ def run_gateway(cfg: EvalConfig, test: Prepared, chosen: Mapping[str, Any], log:
             return out
     finally:
         if proc is not None:
-            stop_process(proc)
+            proc.stop()
 
 
 # -- the run -------------------------------------------------------------------------------------

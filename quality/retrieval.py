@@ -59,12 +59,12 @@ def run_retrieval(pairs: PairSet, repository: Path, address: str | None = None, 
     if not gateway:
         return out
     from client.sync import SearchClient
-    from gateway.process import stop_process
     from quality.system import start_gateway
 
     proc = None
     if address is None:
-        proc, address = start_gateway(repository, workdir, [], log)
+        proc = start_gateway(repository, workdir, [], log)
+        address = proc.address
     try:
         with SearchClient(address, timeout=120) as client:
             client.wait_until_serving(timeout=300)
@@ -73,5 +73,5 @@ def run_retrieval(pairs: PairSet, repository: Path, address: str | None = None, 
             log(f"[retrieval] ONNX through the gateway: {out['onnx_gateway']}")
     finally:
         if proc is not None:
-            stop_process(proc)
+            proc.stop()
     return out

@@ -2,10 +2,6 @@
 through UpsertProducts and every query sent through Search, as a client would."""
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,29 +9,18 @@ from typing import Callable, Mapping, Sequence
 
 from retrieval.v1 import retrieval_pb2 as pb
 
-ROOT = Path(__file__).resolve().parents[1]
+def start_gateway(repository: Path, workdir: Path, gateway_args: Sequence[str], log: Callable[[str], None]):
+    """`python -m gateway` (gateway/launcher.py) with the local backend on the exported repository and a fresh
+    Milvus Lite file; returns the launcher's GatewayProcess (address, stop())."""
+    from gateway import launcher
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_gateway(repository: Path, workdir: Path, gateway_args: Sequence[str], log: Callable[[str], None]) -> tuple[subprocess.Popen, str]:
-    """`python -m gateway` with the local backend on the exported repository and a fresh Milvus Lite file."""
     workdir.mkdir(parents=True, exist_ok=True)
-    store = workdir / "products.db"
     for stale in workdir.glob("products.db*"):
         stale.unlink()
-    port = _free_port()
-    command = [sys.executable, "-m", "gateway", "--host", "127.0.0.1", "--port", str(port), "--metrics-port", "0",
-               "--backend", "local", "--model-repository", str(repository), "--store-uri", str(store), *gateway_args]
-    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    log_file = (workdir / "gateway.log").open("a")
-    proc = subprocess.Popen(command, cwd=ROOT, stdout=log_file, stderr=subprocess.STDOUT, env=env)
-    log(f"[system] gateway pid {proc.pid} on 127.0.0.1:{port}, store {store}")
-    return proc, f"127.0.0.1:{port}"
+    gateway = launcher.start(repository, str(workdir / "products.db"), workdir, gateway_args, log_path=workdir / "gateway.log",
+                             wait=True, timeout=300)
+    log(f"[system] gateway pid {gateway.proc.pid} on {gateway.address}, store {gateway.store_uri}")
+    return gateway
 
 
 @dataclass

@@ -12,12 +12,16 @@ finished are padded, and beam search follows transformers' vectorized beam searc
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
 
 from runtime.manifest import BLIP_DECODER_INIT, BLIP_DECODER_STEP, BLIP_VISION, Manifest
 from runtime.sessions import create_session
+
+if TYPE_CHECKING:
+    from preprocessing.blip_tokenizer import BlipTokenizer
+    from preprocessing.image import ImageSpec
 
 Feeds = dict[str, np.ndarray]
 RunGraph = Callable[[Feeds], Mapping[str, np.ndarray]]
@@ -306,6 +310,46 @@ def ort_runner(session) -> RunGraph:
     return run
 
 
+@dataclass
+class CaptionSetup:
+    """What captioning needs besides the graphs, read from the manifest's blip section.
+
+    One reader for the in-process `BlipCaptioner` and Triton's `caption` model, so both decode with
+    the same decoder layout, tokenizer, prompt and limits.
+    """
+
+    spec: DecoderSpec
+    image_spec: "ImageSpec"
+    tokenizer: "BlipTokenizer"
+    prompt: str
+    max_new_tokens: int
+    length_penalty: float
+    early_stopping: bool | str
+
+    @classmethod
+    def from_manifest(cls, manifest: Manifest) -> "CaptionSetup":
+        from preprocessing.blip_tokenizer import BlipTokenizer
+        from runtime.manifest import ManifestError
+
+        family = manifest.blip
+        if family is None:
+            raise ManifestError(f"{manifest.repository} has no BLIP models; export without --no-blip")
+        generation = family.get("generation", {})
+        return cls(
+            spec=DecoderSpec.from_dict(family["decoder"]),
+            image_spec=manifest.image_spec("blip"),
+            tokenizer=BlipTokenizer.from_manifest_entry(manifest.repository, family["tokenizer"]),
+            prompt=family.get("prompt") or "",
+            max_new_tokens=int(family["max_new_tokens"]),
+            length_penalty=float(generation.get("length_penalty", 1.0)),
+            early_stopping=generation.get("early_stopping", False),
+        )
+
+    def prompt_ids(self, prompt: str | None = None) -> list[int]:
+        ids, _ = self.tokenizer.encode_prompt([self.prompt if prompt is None else prompt])
+        return ids[0].tolist()
+
+
 class BlipCaptioner:
     """Images -> captions with the exported BLIP graphs on ONNX Runtime (local backend, benchmarks).
 
@@ -320,21 +364,10 @@ class BlipCaptioner:
         providers: list[str] | None = None,
         intra_op_threads: int | None = None,
     ) -> None:
-        from preprocessing.blip_tokenizer import BlipTokenizer
-
-        if manifest.blip is None:
-            from runtime.manifest import ManifestError
-
-            raise ManifestError(f"{manifest.repository} has no BLIP models; export without --no-blip")
-        self.family = manifest.blip
-        self.spec = DecoderSpec.from_dict(self.family["decoder"])
-        self.image_spec = manifest.image_spec("blip")
-        self.tokenizer = BlipTokenizer.from_manifest_entry(manifest.repository, self.family["tokenizer"])
-        self.prompt = self.family.get("prompt") or ""
-        self.max_new_tokens = int(self.family["max_new_tokens"])
-        generation = self.family.get("generation", {})
-        self.length_penalty = float(generation.get("length_penalty", 1.0))
-        self.early_stopping = generation.get("early_stopping", False)
+        self.setup = setup = CaptionSetup.from_manifest(manifest)
+        self.spec, self.image_spec, self.tokenizer = setup.spec, setup.image_spec, setup.tokenizer
+        self.prompt, self.max_new_tokens = setup.prompt, setup.max_new_tokens
+        self.length_penalty, self.early_stopping = setup.length_penalty, setup.early_stopping
         sessions = {
             name: create_session(manifest.graph_path(name, variant), providers, intra_op_threads)
             for name in (BLIP_VISION, BLIP_DECODER_INIT, BLIP_DECODER_STEP)
@@ -348,8 +381,7 @@ class BlipCaptioner:
         return self.vision.run(["image_embeds"], {"pixel_values": np.ascontiguousarray(pixel_values, dtype=np.float32)})[0]
 
     def prompt_ids(self, prompt: str | None = None) -> list[int]:
-        ids, _ = self.tokenizer.encode_prompt([self.prompt if prompt is None else prompt])
-        return ids[0].tolist()
+        return self.setup.prompt_ids(prompt)
 
     def generate(
         self,

@@ -6,7 +6,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from preprocessing.clip_tokenizer import ClipTokenizer
+from preprocessing.text import load_text_tokenizer
 from preprocessing.image import ImageLimits, decode_image, preprocess_images
 from runtime.manifest import CLIP_IMAGE, CLIP_TEXT, Manifest
 from runtime.sessions import create_session
@@ -22,13 +22,14 @@ class ClipEncoder:
         providers: list[str] | None = None,
         intra_op_threads: int | None = None,
         image_limits: ImageLimits = ImageLimits(),
+        engine: str | None = None,
     ) -> None:
         self.manifest = manifest
         self.image_spec = manifest.image_spec("clip")
-        self.tokenizer = ClipTokenizer.from_manifest_entry(manifest.repository, manifest.clip["tokenizer"])
+        self.tokenizer = load_text_tokenizer(manifest.repository, manifest.clip["tokenizer"])
         self.image_limits = image_limits
-        self._image = create_session(manifest.graph_path(CLIP_IMAGE, variant), providers, intra_op_threads)
-        self._text = create_session(manifest.graph_path(CLIP_TEXT, variant), providers, intra_op_threads)
+        self._image = create_session(manifest.graph_path(CLIP_IMAGE, variant), providers, intra_op_threads, engine=engine)
+        self._text = create_session(manifest.graph_path(CLIP_TEXT, variant), providers, intra_op_threads, engine=engine)
         self.embed_dim = manifest.embed_dim
 
     def embed_pixels(self, pixel_values: np.ndarray) -> np.ndarray:

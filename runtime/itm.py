@@ -5,6 +5,7 @@ captioner's) and scores row-aligned pairs: pixel_values[i] with input_ids[i]. To
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -13,6 +14,30 @@ from preprocessing.blip_tokenizer import BlipTokenizer
 from preprocessing.image import ImageSpec
 from runtime.manifest import BLIP_ITM, Manifest, ManifestError
 from runtime.sessions import create_session
+
+
+@dataclass(frozen=True)
+class ItmSetup:
+    """The ITM checkpoint's image spec, text length and BLIP tokenizer, read from the manifest.
+
+    One reader for the in-process scorer and Triton's `preprocess_itm`, so both feed `blip_itm` alike.
+    """
+
+    image_spec: ImageSpec
+    max_length: int
+    tokenizer: BlipTokenizer
+
+    @classmethod
+    def from_manifest(cls, manifest: Manifest) -> "ItmSetup":
+        family = manifest.blip
+        if not family or not family.get("itm") or not manifest.has_model(BLIP_ITM):
+            raise ManifestError(f"{manifest.repository} has no BLIP ITM model; export with an ITM checkpoint")
+        itm = family["itm"]
+        return cls(ImageSpec.from_dict(itm["image"]), int(itm["max_length"]), BlipTokenizer.from_manifest_entry(manifest.repository, family["tokenizer"]))
+
+    def encode(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(input_ids, attention_mask) [N, L]: `[CLS] text [SEP]`, padded to the longest text."""
+        return self.tokenizer.encode_for_itm(texts, self.max_length)
 
 
 class BlipItmScorer:
@@ -25,13 +50,8 @@ class BlipItmScorer:
         providers: list[str] | None = None,
         intra_op_threads: int | None = None,
     ) -> None:
-        family = manifest.blip
-        if not family or not family.get("itm") or not manifest.has_model(BLIP_ITM):
-            raise ManifestError(f"{manifest.repository} has no BLIP ITM model; export with an ITM checkpoint")
-        itm = family["itm"]
-        self.image_spec = ImageSpec.from_dict(itm["image"])
-        self.max_length = int(itm["max_length"])
-        self.tokenizer = BlipTokenizer.from_manifest_entry(manifest.repository, family["tokenizer"])
+        self.setup = ItmSetup.from_manifest(manifest)
+        self.image_spec, self.max_length, self.tokenizer = self.setup.image_spec, self.setup.max_length, self.setup.tokenizer
         self.session = create_session(manifest.graph_path(BLIP_ITM, variant), providers, intra_op_threads)
 
     def logits(self, pixel_values: np.ndarray, input_ids: np.ndarray, attention_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -54,7 +74,7 @@ class BlipItmScorer:
         images, count = len(pixel_values), len(texts)
         if images != count and 1 not in (images, count):
             raise ValueError(f"{images} images and {count} texts: pass equal counts, or one of either")
-        input_ids, attention_mask = self.tokenizer.encode_for_itm(texts, self.max_length)
+        input_ids, attention_mask = self.setup.encode(texts)
         batch = max(images, count)
         if images == 1:
             pixel_values = np.repeat(pixel_values, batch, axis=0)

@@ -8,6 +8,7 @@ Layout (Triton's, so the same directory serves Triton and ONNX Runtime in-proces
     <repo>/manifest.json
     <repo>/<model_name>/1/model.onnx            fp32 graph
     <repo>/<model_name>/1/model.int8.onnx       optional dynamic-int8 variant (CPU)
+    <repo>/<model_name>/1/model.qdq.onnx        optional static-int8 QDQ variant, calibrated (CPU)
     <repo>/<model_name>/1/model.fp16.onnx       optional fp16 variant (GPU)
     <repo>/tokenizers/<family>/tokenizer.json
 """
@@ -32,7 +33,7 @@ BLIP_DECODER_INIT = "blip_decoder_init"
 BLIP_DECODER_STEP = "blip_decoder_step"
 BLIP_ITM = "blip_itm"
 
-VARIANT_FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx", "fp16": "model.fp16.onnx"}
+VARIANT_FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx", "int8_static": "model.qdq.onnx", "fp16": "model.fp16.onnx"}
 
 
 class ManifestError(RuntimeError):

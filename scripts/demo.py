@@ -1,9 +1,11 @@
 """The main job's second half: a gateway on Milvus Lite, driven by the client CLI as a user would.
 
-Starts `python -m gateway` (local ONNX Runtime backend, Milvus Lite file under data/main_job) on a
-free 127.0.0.1 port, waits for health SERVING, then runs `python -m client` to index a sample
-catalog of real product photos (Fashion-MNIST), search it a few ways, describe a photo, and run a
-short load test; finally stops the gateway (also on Ctrl-C or an error).
+Starts `python -m gateway` (Milvus Lite file under data/main_job) on a free 127.0.0.1 port, waits for
+health SERVING, then runs `python -m client` to index a sample catalog of real product photos
+(Fashion-MNIST), search it a few ways, describe a photo, and run a short load test; finally stops the
+gateway (also on Ctrl-C or an error). The gateway's backend is `local` (ONNX Runtime in-process) or,
+with `--backend triton` (MM_BACKEND=triton), a local tritonserver serving the CPU rendering of the
+same export (`python -m triton_runner render`), the design's serving path end to end.
 """
 from __future__ import annotations
 
@@ -13,7 +15,6 @@ import os
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,13 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from client.sync import SearchClient  # noqa: E402
-from gateway.process import stop_process  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from gateway import launcher  # noqa: E402
 
 
 def cli(*args: str, address: str) -> None:
@@ -38,16 +33,27 @@ def cli(*args: str, address: str) -> None:
     subprocess.run(command, cwd=ROOT, check=True)
 
 
-def start_gateway(repository: Path, data: Path, port: int) -> subprocess.Popen:
-    log = (data / "gateway.log").open("w")
-    command = [sys.executable, "-m", "gateway", "--host", "127.0.0.1", "--port", str(port), "--metrics-port", "0",
-               "--backend", "local", "--model-repository", str(repository), "--store-uri", str(data / "products.db")]
-    print(f"[demo] starting the gateway on 127.0.0.1:{port} (log: {data / 'gateway.log'})", flush=True)
-    process = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    (data / "gateway.pid").write_text(str(process.pid))  # run.sh's EXIT trap stops it if this script is killed
-    return process
+def start_gateway(repository: Path, data: Path, triton_url: str | None = None) -> launcher.GatewayProcess:
+    log = data / "gateway.log"
+    backend = {"backend": "triton", "args": ["--triton-url", triton_url, "--inference-timeout-s", "60"]} if triton_url else {}
+    gateway = launcher.start(repository, str(data / "products.db"), data, log_path=log, new_session=True, wait=False, **backend)
+    print(f"[demo] starting the gateway on {gateway.address} (log: {log})", flush=True)
+    (data / "gateway.pid").write_text(str(gateway.proc.pid))  # run.sh's EXIT trap stops it if this script is killed
+    return gateway
 
 
+def start_triton(repository: Path, data: Path):
+    """The CPU rendering of the export (int8 graphs where exported) on a local tritonserver."""
+    from triton_runner import TritonServer
+    from triton_runner.render import render_cpu
+
+    rendered = data / "triton_cpu"
+    names = render_cpu(repository, rendered, variant="int8")
+    server = TritonServer(rendered, workdir=data / "triton", startup_timeout=300)
+    print(f"[demo] starting tritonserver on the CPU rendering of {repository} ({len(names)} models; log: {server.log_file})", flush=True)
+    server.start()
+    (data / "triton.pid").write_text(str(server.process.pid))  # run.sh's EXIT trap stops its process group if need be
+    return server
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -69,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=ROOT / "data" / "main_job", help="catalog, Milvus Lite file, reports (recreated)")
     parser.add_argument("--products", type=int, default=int(os.environ.get("MM_SAMPLE_SIZE", "200")))
     parser.add_argument("--load-seconds", type=float, default=5.0)
+    parser.add_argument("--backend", choices=["local", "triton"], default=os.environ.get("MM_BACKEND", "local"),
+                        help="gateway backend (default: MM_BACKEND, else local); triton starts a local tritonserver")
     args = parser.parse_args(argv)
 
     shutil.rmtree(args.data, ignore_errors=True)
@@ -79,12 +87,15 @@ def main(argv: list[str] | None = None) -> int:
     rows = [json.loads(line) for line in catalog.read_text().splitlines()]
     by_category = {row["category"]: row for row in rows}
 
-    port = free_port()
-    address = f"127.0.0.1:{port}"
-    gateway = start_gateway(args.model_repository, args.data, port)
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, _interrupt)
+    triton, gateway = None, None
     try:
+        if args.backend == "triton":
+            triton = start_triton(args.model_repository, args.data)
+            print(f"[demo] tritonserver ready on {triton.grpc_url}", flush=True)
+        gateway = start_gateway(args.model_repository, args.data, triton.grpc_url if triton else None)
+        address = gateway.address
         started = time.monotonic()
         with SearchClient(address) as client:
             client.wait_until_serving(timeout=600)
@@ -108,10 +119,18 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyboardInterrupt, TimeoutError) as error:
         print(f"[demo] stopped: {error or 'interrupted'}", file=sys.stderr)
         return 130
+    except Exception as error:  # e.g. tritonserver failed to start: its log tail says why
+        print(f"[demo] failed: {error}", file=sys.stderr)
+        return 1
     finally:
-        stop_process(gateway)
-        (args.data / "gateway.pid").unlink(missing_ok=True)
-        print("[demo] gateway stopped", flush=True)
+        if gateway is not None:
+            gateway.stop()
+            (args.data / "gateway.pid").unlink(missing_ok=True)
+            print("[demo] gateway stopped", flush=True)
+        if triton is not None:
+            triton.stop()
+            (args.data / "triton.pid").unlink(missing_ok=True)
+            print("[demo] tritonserver stopped", flush=True)
     return 0
 
 

@@ -2,6 +2,7 @@
 # The main job, end to end on the embedded defaults: install -> export models -> sample catalog of
 # real product photos -> gateway (local ONNX Runtime backend + Milvus Lite) -> index with the CLI ->
 # searches -> a short load test -> stop everything. Nothing is left running (trap on EXIT).
+# MM_BACKEND=triton runs the same job through a local tritonserver (the CPU rendering of the export).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # shellcheck disable=SC1091
@@ -51,7 +52,8 @@ else
   python -m export --preset "$PRESET" --out "$REPO" --int8
 fi
 
-# demo.py starts the gateway, drives the CLI and stops the gateway. It runs in the background so
+# demo.py starts the gateway (MM_BACKEND=triton: behind a local tritonserver serving the CPU rendering
+# of the export, `python -m triton_runner render`), drives the CLI and stops the gateway. It runs in the background so
 # that this script can forward Ctrl-C / SIGTERM to it (background jobs of a script ignore SIGINT);
 # the EXIT trap also stops a gateway whose demo.py died without cleaning up.
 DATA="${MM_DATA_DIR:-$ROOT/data/main_job}"
@@ -64,6 +66,10 @@ cleanup() {
   if [ -f "$DATA/gateway.pid" ]; then
     kill "$(cat "$DATA/gateway.pid")" 2>/dev/null || true
     rm -f "$DATA/gateway.pid"
+  fi
+  if [ -f "$DATA/triton.pid" ]; then  # MM_BACKEND=triton: tritonserver and its python stubs (one process group)
+    kill -TERM -- "-$(cat "$DATA/triton.pid")" 2>/dev/null || true
+    rm -f "$DATA/triton.pid"
   fi
 }
 trap cleanup EXIT

@@ -6,31 +6,16 @@ Import in a test module with `from client_fixtures import *` (tests/ is on sys.p
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from gateway.process import stop_process
+from gateway import launcher
+from gateway.launcher import GatewayProcess, free_port  # noqa: F401 (free_port: re-exported for the tests)
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@dataclass
-class Gateway:
-    address: str
-    process: subprocess.Popen
-    log: Path
 
 
 def run_cli(*args: str, address: str | None = None, timeout: float = 120, check: bool = False) -> subprocess.CompletedProcess:
@@ -50,39 +35,15 @@ def cli_env() -> dict[str, str]:
     return env
 
 
-def start_gateway(repository: Path, work: Path, port: int | None = None, timeout: float = 120) -> Gateway:
-    """`python -m gateway` (local backend, Milvus Lite file in `work`) on 127.0.0.1, once it is SERVING."""
-    from client.sync import SearchClient
-
-    work.mkdir(parents=True, exist_ok=True)
-    port = port or free_port()
-    log = work / "gateway.log"
-    command = [sys.executable, "-m", "gateway", "--host", "127.0.0.1", "--port", str(port), "--metrics-port", "0",
-               "--backend", "local", "--model-repository", str(repository), "--store-uri", str(work / "products.db"),
-               "--index-type", "FLAT"]
-    with log.open("a") as handle:
-        process = subprocess.Popen(command, cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT, env=cli_env())
-    gateway = Gateway(f"127.0.0.1:{port}", process, log)
-    try:
-        with SearchClient(gateway.address) as client:
-            deadline = time.monotonic() + timeout
-            while True:
-                if process.poll() is not None:
-                    raise RuntimeError(f"gateway exited {process.returncode}:\n{log.read_text()[-3000:]}")
-                try:
-                    client.wait_until_serving(timeout=2)
-                    return gateway
-                except TimeoutError:
-                    if time.monotonic() > deadline:
-                        raise RuntimeError(f"gateway not SERVING after {timeout:.0f}s:\n{log.read_text()[-3000:]}") from None
-    except BaseException:
-        stop_gateway(gateway)
-        raise
+def start_gateway(repository: Path, work: Path, port: int | None = None, timeout: float = 120) -> GatewayProcess:
+    """`python -m gateway` (local backend, FLAT index, Milvus Lite file in `work`) on 127.0.0.1, once it is SERVING."""
+    return launcher.start(repository, str(work / "products.db"), work, ["--index-type", "FLAT"], port=port,
+                          log_path=work / "gateway.log", timeout=timeout)
 
 
-def stop_gateway(gateway: Gateway) -> None:
+def stop_gateway(gateway: GatewayProcess) -> None:
     """SIGTERM (graceful: the gateway closes Milvus Lite too), then SIGKILL after 20 s."""
-    stop_process(gateway.process)
+    gateway.stop()
 
 
 @pytest.fixture(scope="session")
@@ -93,7 +54,7 @@ def client_gateway(tiny_repository, tmp_path_factory):
         yield gateway
     finally:
         stop_gateway(gateway)
-    assert gateway.process.poll() is not None
+    assert gateway.proc.poll() is not None
 
 
 @pytest.fixture(scope="session")

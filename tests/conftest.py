@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import os
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,10 @@ import pytest
 from PIL import Image
 
 from runtime.manifest import Manifest
+
+# Tests run the graphs on ONNX Runtime everywhere: the shipped `auto` engine would pick OpenVINO
+# bf16 on some CPUs only, and tests must not depend on the host (engines: tests/test_runtime_engines.py).
+os.environ.setdefault("MM_ENGINE", "onnxruntime")
 
 
 @pytest.fixture(scope="session")

@@ -1,22 +1,18 @@
 """Fixtures of the gateway tests: a real `python -m gateway` subprocess on a free port, a catalog.
 
 Import the fixtures into a test module with `from tests.gateway_fixtures import *` (pytest finds
-them there). The gateway runs once per session with the local backend on the tiny export
+them there). The gateway runs once per session and backend - `local` (ONNX Runtime in-process) and `triton` (a real
+tritonserver serving the CPU rendering, one per session: `triton_server`) - on the tiny export
 (`tiny_repository` of tests/conftest.py, or MM_TEST_MODEL_REPOSITORY to reuse an export) and a
-Milvus Lite file in tmp.
+Milvus Lite file in tmp. MM_TEST_BACKENDS=local (or triton) runs one of them.
 """
 from __future__ import annotations
 
 import io
 import os
-import socket
-import subprocess
 import sys
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import grpc
 import numpy as np
 import pytest
 from PIL import Image
@@ -25,19 +21,12 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
-
-from gateway.process import stop_process  # noqa: E402
+from gateway import launcher  # noqa: E402
+from gateway.launcher import free_port, wait_health  # noqa: E402,F401 (re-exported for the tests)
 from retrieval.v1 import retrieval_pb2 as pb  # noqa: E402
 from retrieval.v1 import retrieval_pb2_grpc as pb_grpc  # noqa: E402
 
-__all__ = ["gateway_repository", "gateway", "catalog", "pb", "free_port", "png", "GatewayProcess", "start_gateway", "wait_health"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+__all__ = ["gateway_repository", "triton_server", "gateway", "catalog", "pb", "free_port", "png", "GatewayProcess", "start_gateway", "wait_health"]
 
 
 def png(seed: int, size: int = 48) -> bytes:
@@ -53,67 +42,24 @@ def png(seed: int, size: int = 48) -> bytes:
     return buffer.getvalue()
 
 
-def health_status(channel: grpc.Channel, service: str = "") -> int:
-    try:
-        return health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=service), timeout=2).status
-    except grpc.RpcError:
-        return -1
+class GatewayProcess(launcher.GatewayProcess):
+    """The launcher's process plus a channel and a stub for the tests."""
+
+    @classmethod
+    def of(cls, process: launcher.GatewayProcess) -> "GatewayProcess":
+        gateway = cls(**{f: getattr(process, f) for f in ("proc", "address", "port", "metrics_port", "store_uri", "log_path",
+                                                            "credentials", "server_name")})
+        gateway.channel = gateway.open_channel()
+        gateway.stub = pb_grpc.RetrievalStub(gateway.channel)
+        return gateway
 
 
-def wait_health(channel: grpc.Channel, want: int, timeout: float = 90.0, proc: subprocess.Popen | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if health_status(channel) == want:
-            return
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"gateway exited with {proc.returncode}")
-        time.sleep(0.2)
-    raise TimeoutError(f"health did not become {want} within {timeout}s")
-
-
-@dataclass
-class GatewayProcess:
-    proc: subprocess.Popen
-    address: str
-    metrics_port: int
-    store_uri: str
-    log_path: Path
-    channel: grpc.Channel = field(init=False)
-    stub: pb_grpc.RetrievalStub = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.channel = grpc.insecure_channel(self.address)
-        self.stub = pb_grpc.RetrievalStub(self.channel)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-4000:]
-
-    def stop(self) -> None:
-        self.channel.close()
-        stop_process(self.proc, grace=15)
-
-
-def start_gateway(repository: Path, store_uri: str, workdir: Path, *extra: str, wait: bool = True) -> GatewayProcess:
-    port, metrics_port = free_port(), free_port()
-    log_path = workdir / f"gateway-{port}.log"
-    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""), "MM_ORT_THREADS": "1"}
-    args = [
-        sys.executable, "-m", "gateway",
-        "--port", str(port), "--metrics-port", str(metrics_port),
-        "--model-repository", str(repository), "--store-uri", store_uri,
-        "--probe-interval-s", "0.5", "--store-timeout-s", "3", "--inference-threads", "1",
-        *extra,
-    ]
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(args, cwd=str(workdir), env=env, stdout=log, stderr=subprocess.STDOUT)
-    gateway = GatewayProcess(proc, f"127.0.0.1:{port}", metrics_port, store_uri, log_path)
-    if wait:
-        try:
-            wait_health(gateway.channel, health_pb2.HealthCheckResponse.SERVING, proc=proc)
-        except Exception:
-            gateway.stop()
-            raise RuntimeError(f"gateway did not become healthy:\n{gateway.log()}") from None
-    return gateway
+def start_gateway(repository: Path, store_uri: str, workdir: Path, *extra: str, wait: bool = True, **options) -> GatewayProcess:
+    """A gateway for the tests: fast health probe, short store timeout, one inference thread."""
+    args = ["--probe-interval-s", "0.5", "--store-timeout-s", "3", "--inference-threads", "1", *extra]
+    process = launcher.start(repository, store_uri, workdir, args, metrics_port=options.pop("metrics_port", None), cwd=workdir,
+                             env={"MM_ORT_THREADS": "1"}, wait=wait, **options)
+    return GatewayProcess.of(process)
 
 
 @pytest.fixture(scope="session")
@@ -126,9 +72,29 @@ def gateway_repository(request) -> Path:
 
 
 @pytest.fixture(scope="session")
-def gateway(gateway_repository, tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("gateway")
-    process = start_gateway(gateway_repository, str(workdir / "products.db"), workdir)
+def triton_server(gateway_repository, tmp_path_factory):
+    """A real tritonserver on the CPU rendering of the gateway's repository (one per session)."""
+    pytest.importorskip("pytriton")  # the tritonserver binary ships in nvidia-pytriton
+    from triton_runner import TritonServer
+    from triton_runner.render import render_cpu
+
+    work = tmp_path_factory.mktemp("triton")
+    render_cpu(gateway_repository, work / "repository")
+    with TritonServer(work / "repository", workdir=work, startup_timeout=120) as server:
+        yield server
+
+
+BACKENDS = [b for b in os.environ.get("MM_TEST_BACKENDS", "local,triton").split(",") if b]
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def gateway(request, gateway_repository, tmp_path_factory):
+    """The gateway on each backend in turn: the same tests run against both."""
+    workdir = tmp_path_factory.mktemp(f"gateway_{request.param}")
+    extra = []
+    if request.param == "triton":
+        extra = ["--triton-url", request.getfixturevalue("triton_server").grpc_url, "--inference-timeout-s", "30"]
+    process = start_gateway(gateway_repository, str(workdir / "products.db"), workdir, *extra, backend=request.param)
     yield process
     process.stop()
 

@@ -207,7 +207,7 @@ def test_variables_validate_through_the_settings_object(place, compose, clean_mm
     assert settings.host == "0.0.0.0"
     assert (settings.port, settings.metrics_port) == (int(env["MM_PORT"]), int(env["MM_METRICS_PORT"]))
     assert settings.triton_url == env["MM_TRITON_URL"]
-    assert settings.store_uri == env["MM_STORE_URI"] and not settings.store_is_local_file
+    assert settings.store_uri == env["MM_STORE_URI"] and "://" in settings.store_uri
     assert settings.weights.image == float(env["MM_WEIGHTS__IMAGE"])
 
 

@@ -1,11 +1,10 @@
-"""The gateway with the `triton` backend against a real tritonserver (python-backend CPU rendering
-of model_repository/ over the tiny export): same mechanics as the local backend, plus Triton down
--> UNAVAILABLE / NOT_SERVING -> Triton back -> SERVING, without restarting the gateway.
+"""The gateway with the `triton` backend when Triton goes away: UNAVAILABLE / NOT_SERVING -> Triton back
+-> SERVING, without restarting the gateway. Its own server (this test stops it); the RPCs themselves run
+against Triton in tests/test_gateway_e2e.py (parametrized over both backends).
 """
 from __future__ import annotations
 
 import grpc
-import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2
 
@@ -28,8 +27,8 @@ def triton_setup(gateway_repository, tmp_path_factory):
     render_cpu(gateway_repository, work / "repository")
     server = TritonServer(work / "repository", workdir=work, startup_timeout=120).start()
     gateway = start_gateway(
-        gateway_repository, str(work / "products.db"), work, "--backend", "triton", "--triton-url", server.grpc_url,
-        "--inference-timeout-s", "10",
+        gateway_repository, str(work / "products.db"), work, "--triton-url", server.grpc_url, "--inference-timeout-s", "10",
+        backend="triton",
     )
     try:
         yield server, gateway, work
@@ -38,35 +37,12 @@ def triton_setup(gateway_repository, tmp_path_factory):
         server.stop()
 
 
-def test_triton_backend_upsert_search_embed_describe(triton_setup, gateway_repository):
-    from runtime.clip import ClipEncoder
-    from runtime.manifest import Manifest
-
-    _, gateway, _ = triton_setup
-    products = [pb.Product(id=f"t-{i}", image=png(500 + i), title=f"triton product {i}", category="x") for i in range(6)]
-    response = gateway.stub.UpsertProducts(iter(pb.UpsertProductsRequest(product=p) for p in products), timeout=120)
-    assert response.ok == 6, response
-    for product in products[:3]:
-        hits = gateway.stub.Search(
-            pb.SearchRequest(image=product.image, top_k=3, mode=pb.SEARCH_MODE_MULTI_VECTOR, weights=pb.ChannelWeights(image=1, title=0, caption=0))
-        ).hits
-        assert hits[0].product.id == product.id
-
-    encoder = ClipEncoder(Manifest.load(gateway_repository))
-    embedded = gateway.stub.Embed(pb.EmbedRequest(texts=["red shoes"], images=[png(1)]))
-    assert np.allclose(embedded.text_vectors[0].values, encoder.embed_texts(["red shoes"])[0], atol=1e-4)
-    assert np.allclose(embedded.image_vectors[0].values, encoder.embed_image_bytes([png(1)])[0], atol=1e-4)
-    assert gateway.stub.Describe(pb.DescribeRequest(image=png(2))).tags
-
-    with pytest.raises(grpc.RpcError) as info:
-        gateway.stub.Search(pb.SearchRequest(image=b"definitely not an image"))
-    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-
-
 def test_triton_down_gives_unavailable_and_recovers(triton_setup):
     from triton_runner import TritonServer
 
     server, gateway, work = triton_setup
+    products = [pb.Product(id=f"t-{i}", image=png(500 + i), title=f"triton product {i}", category="x") for i in range(3)]
+    assert gateway.stub.UpsertProducts(iter(pb.UpsertProductsRequest(product=p) for p in products), timeout=120).ok == 3
     port, repository = server.grpc_port, server.repository
     server.stop()
     with pytest.raises(grpc.RpcError) as info:

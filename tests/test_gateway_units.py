@@ -1,59 +1,13 @@
-"""Unit tests of the gateway's pure parts: fusion, filters (escaping against a real Milvus Lite), settings."""
+"""Unit tests of the gateway's pure parts: filters (escaping against a real Milvus Lite), settings.
+Fusion's formulas are tested in tests/test_fusion.py."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from gateway import fusion
 from gateway.errors import InvalidInput
 from gateway.filters import ProductFilter, quote
 from gateway.settings import load_settings
-
-
-# -- fusion ------------------------------------------------------------------------------------------
-def unit(v):
-    v = np.asarray(v, dtype=np.float32)
-    return v / np.linalg.norm(v)
-
-
-def test_fuse_is_normalized_weighted_sum():
-    rng = np.random.default_rng(0)
-    channels = {c: np.stack([unit(rng.normal(size=8)) for _ in range(3)]) for c in fusion.CHANNELS}
-    weights = {"image": 0.5, "title": 0.3, "caption": 0.2}
-    fused = fusion.fuse(channels, weights)
-    expected = sum(w * channels[c] for c, w in weights.items())
-    expected /= np.linalg.norm(expected, axis=1, keepdims=True)
-    assert np.allclose(fused, expected, atol=1e-6)
-    assert np.allclose(np.linalg.norm(fused, axis=1), 1.0)
-    # cos(q, fused) = weighted channel score / ||weighted sum||
-    q = unit(rng.normal(size=8))
-    raw = sum(w * channels[c][0] for c, w in weights.items())
-    assert float(q @ fused[0]) == pytest.approx(sum(w * float(q @ channels[c][0]) for c, w in weights.items()) / np.linalg.norm(raw), abs=1e-6)
-
-
-def test_zero_weight_channel_is_ignored_and_bad_weights_fail():
-    a, b = unit([1, 0]), unit([0, 1])
-    assert np.allclose(fusion.fuse({"image": a, "title": b, "caption": b}, {"image": 1, "title": 0, "caption": 0}), a)
-    for weights in ({"image": 0, "title": 0, "caption": 0}, {"image": -1, "title": 1, "caption": 1}, {"image": float("nan")}):
-        with pytest.raises(fusion.FusionError):
-            fusion.check_weights(weights)
-
-
-def test_weighted_score_and_rrf():
-    scores = {"image": 0.9, "title": 0.3, "caption": 0.6}
-    assert fusion.weighted_score(scores, {"image": 2, "title": 1, "caption": 1}) == pytest.approx((1.8 + 0.3 + 0.6) / 4)
-    fused = fusion.rrf_scores({"image": ["a", "b"], "title": ["b", "c"]}, {"image": 1, "title": 2, "caption": 0}, k=60)
-    assert fused["b"] == pytest.approx(1 / 62 + 2 / 61) and fused["a"] == pytest.approx(1 / 61) and fused["c"] == pytest.approx(2 / 62)
-    assert list(fused) == ["b", "c", "a"]
-
-
-def test_compose_query():
-    image, text = unit([1, 0, 0]), unit([0, 1, 0])
-    assert np.allclose(fusion.compose_query(image, None, 0.5), image)
-    assert np.allclose(fusion.compose_query(None, text, 0.5), text)
-    assert np.allclose(fusion.compose_query(image, text, 0.5), unit([1, 1, 0]))
-    with pytest.raises(fusion.FusionError):
-        fusion.compose_query(None, None, 0.5)
 
 
 # -- filters -----------------------------------------------------------------------------------------
@@ -124,7 +78,7 @@ def milvus_store(tmp_path_factory):
         rows.append({
             "id": f"r{i}", "title": value, "description": "", "category": value, "brand": "b", "price": float(i),
             "in_stock": i % 2 == 0, "caption": "", "image_uri": "", "meta": {"tags": [value], "attributes": {"size": value}},
-            "image_vec": vec, "title_vec": vec, "caption_vec": vec, "fused_vec": vec,
+            "image_vec": vec, "title_vec": vec, "caption_vec": vec, "fused_vec": vec, "channels": 15, "keyword_text": value,
         })
     store.upsert(rows)
     yield store
@@ -156,14 +110,15 @@ def test_settings_env_then_flags(monkeypatch):
     monkeypatch.setenv("MM_FILTERABLE_ATTRIBUTES", "size, fit")
     settings = load_settings(["--port", "7000", "--weight-title", "0.1"])
     assert settings.port == 7000 and settings.backend == "triton"
-    assert settings.weights.as_dict() == {"image": 0.7, "title": 0.1, "caption": 0.2}
+    assert settings.weights.as_dict() == {"image": 0.7, "title": 0.1, "caption": 0.2, "keyword": 0.0}
     assert settings.filterable_attributes == ["size", "fit"]
 
 
 def test_settings_reject_bad_values(monkeypatch):
     from pydantic import ValidationError
 
-    for argv in (["--backend", "gpu"], ["--top-k-max", "0"], ["--top-k-default", "50", "--top-k-max", "10"]):
+    for argv in (["--backend", "gpu"], ["--top-k-max", "0"], ["--top-k-default", "50", "--top-k-max", "10"],
+                 ["--text-query-weights", "image=1,colour=2"], ["--image-query-weights", "image=-1"]):
         with pytest.raises(ValidationError):
             load_settings(argv)
     monkeypatch.setenv("MM_WEIGHTS__IMAGE", "0")
@@ -173,10 +128,18 @@ def test_settings_reject_bad_values(monkeypatch):
 
 def test_selective_filters_overfetch_and_unselective_do_not(milvus_store):
     milvus_store.config.filtered_limit, milvus_store.config.overfetch_below = 500, 0.2
-    selective = milvus_store.plan(ProductFilter(categories=["plain"]), top_k=5)  # 1 of 9 rows
+    selective = milvus_store.plan(ProductFilter(categories=["plain"]), limit=5)  # 1 of 9 rows
     assert selective.limit == 500 and selective.matching_fraction == pytest.approx(1 / len(TRICKY))
-    broad = milvus_store.plan(ProductFilter(max_price=100.0), top_k=5)  # every row
+    broad = milvus_store.plan(ProductFilter(max_price=100.0), limit=5)  # every row
     assert broad.limit == 5 and broad.matching_fraction == pytest.approx(1.0)
-    assert milvus_store.plan(ProductFilter(), top_k=5).limit == 5
-    hits, _ = milvus_store.search(np.ones(4, dtype=np.float32) / 2, 3, ProductFilter(categories=["plain"]))
-    assert [h.id for h in hits] == ["r0"] and "fused_vec" in hits[0].row
+    assert milvus_store.plan(ProductFilter(), limit=5).limit == 5
+    hits = milvus_store.ann(np.ones(4, dtype=np.float32) / 2, "fused_vec", 3, ProductFilter(categories=["plain"]), ["id", "fused_vec"])
+    assert [h[0] for h in hits] == ["r0"] and "fused_vec" in hits[0][2]
+
+
+def test_query_type_weights_from_flags_and_environment(monkeypatch):
+    monkeypatch.setenv("MM_IMAGE_QUERY_WEIGHTS", "image=0.9,title=0.1,caption=0")
+    settings = load_settings(["--text-query-weights", "image=0.2,title=0.5,caption=0.1,keyword=0.2"])
+    assert settings.query_weights("text") == {"image": 0.2, "title": 0.5, "caption": 0.1, "keyword": 0.2}
+    assert settings.query_weights("image") == {"image": 0.9, "title": 0.1, "caption": 0.0, "keyword": 0.0}
+    assert settings.query_weights("composed") == settings.weights.as_dict()

@@ -43,12 +43,11 @@ def trained_repository(tmp_path_factory):
 @pytest.fixture(scope="module")
 def gateway_address(trained_repository, tmp_path_factory):
     """One real gateway (local backend, Milvus Lite, FLAT: exact) for the module's runs."""
-    from gateway.process import stop_process
     from quality.system import start_gateway
 
-    proc, address = start_gateway(trained_repository, tmp_path_factory.mktemp("gateway"), ["--index-type", "FLAT"], lambda _m: None)
-    yield address
-    stop_process(proc)
+    gateway = start_gateway(trained_repository, tmp_path_factory.mktemp("gateway"), ["--index-type", "FLAT"], lambda _m: None)
+    yield gateway.address
+    gateway.stop()
 
 
 def _cfg(repo, tmp_path, address=None):

@@ -18,8 +18,9 @@ ROOT = Path(__file__).resolve().parents[1]
 COMMITTED = ROOT / "model_repository"
 GRAPHS = [contract.CLIP_IMAGE, contract.CLIP_TEXT, contract.BLIP_VISION, contract.BLIP_DECODER_INIT,
           contract.BLIP_DECODER_STEP, contract.BLIP_ITM]
-PYTHON_MODELS = [contract.PREPROCESS_IMAGE, contract.TOKENIZE_TEXT, contract.CAPTION]
-ENSEMBLES = [contract.EMBED_IMAGE, contract.EMBED_TEXT]
+PYTHON_MODELS = [contract.PREPROCESS_IMAGE, contract.TOKENIZE_TEXT, contract.CAPTION, contract.PREPROCESS_ITM]
+EMBEDDERS = [contract.EMBED_IMAGE, contract.EMBED_TEXT]
+ENSEMBLES = [*EMBEDDERS, contract.RERANK]
 
 
 @pytest.fixture(scope="module")
@@ -71,9 +72,13 @@ def test_ensembles_are_wired_to_the_models_they_call(committed):
         assert (COMMITTED / name / "1").is_dir()
     assert [t.name for t in committed[contract.EMBED_IMAGE].input] == [contract.IMAGE_BYTES]
     assert [t.name for t in committed[contract.EMBED_TEXT].input] == [contract.TEXT]
-    for name in ENSEMBLES:
+    for name in EMBEDDERS:
         assert [t.name for t in committed[name].output] == [contract.EMBEDDING]
     assert [t.name for t in committed[contract.CAPTION].output] == [contract.CAPTION_TEXT]
+    rerank = committed[contract.RERANK]
+    assert [s.model_name for s in rerank.ensemble_scheduling.step] == [contract.PREPROCESS_ITM, contract.BLIP_ITM]
+    assert [t.name for t in rerank.input] == [contract.IMAGE_BYTES, contract.TEXT]
+    assert [t.name for t in rerank.output] == [contract.SCORE]
 
 
 def test_wiring_check_names_what_is_broken(committed):
@@ -136,15 +141,19 @@ def rendered(tiny_repository, tmp_path_factory) -> Path:
 def test_cpu_rendering_keeps_the_topology_on_the_python_backend(rendered, tiny_repository, committed):
     manifest = Manifest.load(tiny_repository)
     configs = repo.load_configs(rendered)
-    expected = {n for n in GRAPHS if manifest.has_model(n)} | set(ENSEMBLES) | {contract.PREPROCESS_IMAGE, contract.TOKENIZE_TEXT}
+    expected = {n for n in GRAPHS if manifest.has_model(n)} | set(EMBEDDERS) | {contract.PREPROCESS_IMAGE, contract.TOKENIZE_TEXT}
     if manifest.blip is not None:
         expected.add(contract.CAPTION)
+    if manifest.has_model(contract.BLIP_ITM):
+        expected |= {contract.PREPROCESS_ITM, contract.RERANK}
     assert set(configs) == expected
     assert repo.check_ensembles(configs) == []
     assert repo.check_graph_dims(configs, manifest, [n for n in configs if manifest.has_model(n)]) == []
     for name, config in configs.items():
         if repo.is_ensemble(config):
             assert config.ensemble_scheduling == committed[name].ensemble_scheduling
+            if name in EMBEDDERS:  # what the gateway reports as Embed.model
+                assert config.parameters[contract.MODEL_PARAMETER].string_value == manifest.clip["arch"]
             continue
         assert config.backend == "python" and not config.HasField("optimization")
         assert [g.kind for g in config.instance_group] == [mc.ModelInstanceGroup.KIND_CPU]
@@ -156,6 +165,8 @@ def test_cpu_rendering_keeps_the_topology_on_the_python_backend(rendered, tiny_r
     embed = manifest.embed_dim
     assert list(configs[contract.EMBED_IMAGE].output[0].dims) == [embed]
     assert list(configs[contract.PREPROCESS_IMAGE].output[0].dims) == [3, *manifest.image_spec("clip").size]
+    assert committed[contract.PREPROCESS_IMAGE].parameters["decoder"].string_value == "dali"  # GPU: nvJPEG via DALI
+    assert configs[contract.PREPROCESS_IMAGE].parameters["decoder"].string_value == "pil"
     assert not (rendered / "tokenizers").exists()  # Triton would take a folder at the root for a model
 
 
@@ -191,3 +202,12 @@ def test_render_command_line(tiny_repository, tmp_path, capsys):
     assert repo.load_configs(out)["embed_text"].max_batch_size == 1
     assert main(["render", "--source", str(tmp_path / "nothing"), "--out", str(tmp_path / "x")]) == 2
     assert "render failed" in capsys.readouterr().err
+
+
+def test_serve_refuses_an_unrendered_export_in_one_line(tiny_repository, capsys):
+    from triton_runner.__main__ import main
+
+    assert main(["serve", "--repository", str(tiny_repository)]) == 2
+    message = capsys.readouterr().err.strip()
+    assert "\n" not in message and "not rendered" in message
+    assert f"python -m triton_runner render --source {tiny_repository} --out build/triton_cpu" in message

@@ -19,8 +19,8 @@ from runtime import triton_contract as contract
 from runtime.clip import ClipEncoder
 from triton_runner import TritonServer, TritonStartError
 from triton_runner.client import image_input, served_since, settled_counts, text_input
-from triton_runner.render import render_cpu
 from conftest import encode
+from tests.gateway_fixtures import gateway_repository, triton_server  # noqa: F401 (fixtures)
 
 TOLERANCE = 1e-5
 QUERIES = ["red leather ankle boots", "  A Blue   Summer DRESS  ", "sac à main en cuir — 皮革手袋", "wireless headphones"]
@@ -28,13 +28,11 @@ LONG_TEXT = " ".join(["striped cotton shirt with long sleeves"] * 40)  # far pas
 
 
 @pytest.fixture(scope="session")
-def triton(tiny_repository, tmp_path_factory):
-    """The CPU rendering of model_repository over the tiny export, served by a real tritonserver."""
-    work = tmp_path_factory.mktemp("triton_server")
-    render_cpu(tiny_repository, work / "repository")
-    with TritonServer(work / "repository", workdir=work, startup_timeout=120) as server:
-        yield server
-    assert server.process is None
+def triton(triton_server, gateway_repository, tiny_repository):
+    """The CPU rendering of model_repository over the tiny export (the session's one server)."""
+    if gateway_repository != tiny_repository:
+        pytest.skip("MM_TEST_MODEL_REPOSITORY is set: these tests compare against the tiny export")
+    return triton_server
 
 
 @pytest.fixture(scope="session")
@@ -223,3 +221,23 @@ def test_launcher_raises_with_the_log_tail_when_the_server_cannot_start(tmp_path
     with pytest.raises(TritonStartError, match="broken on purpose"):
         server.start()
     assert server.process is None
+
+
+def test_rerank_ensemble_matches_the_in_process_itm_scorer(client, tiny_manifest, photo_bytes):
+    if not tiny_manifest.has_model(contract.BLIP_ITM):
+        pytest.skip("the tiny export has no BLIP ITM model")
+    from runtime.itm import BlipItmScorer
+
+    scorer = BlipItmScorer(tiny_manifest)
+    texts = ["a red dress", "wireless headphones with a very long description of the product", "shoes"]
+    image = photo_bytes[0]
+    expected = scorer.score_texts(preprocess_images([decode_image(image)], scorer.image_spec), texts)
+    inputs = [image_input([image] * len(texts)), text_input(texts)]
+    got = client.infer(contract.RERANK, inputs).as_numpy(contract.SCORE).reshape(-1)
+    assert np.abs(got - expected).max() <= TOLERANCE and np.all((0 <= got) & (got <= 1))
+    with pytest.raises(InferenceServerException) as info:
+        client.infer(contract.RERANK, [image_input([b"junk"] * 2), text_input(["a", "b"])])
+    assert info.value.status() == "StatusCode.INVALID_ARGUMENT" and "not a supported image" in info.value.message()
+    with pytest.raises(InferenceServerException) as info:
+        client.infer(contract.RERANK, [image_input([image]), text_input(["   "])])
+    assert info.value.status() == "StatusCode.INVALID_ARGUMENT" and "text is empty" in info.value.message()

@@ -8,7 +8,7 @@ import threading
 from pathlib import Path
 from typing import Sequence
 
-from triton_runner.render import COMMITTED_REPOSITORY, RenderError, render_cpu
+from triton_runner.render import COMMITTED_REPOSITORY, RenderError, not_rendered, render_cpu
 from triton_runner.server import DEFAULT_WORKDIR, TritonServer, TritonStartError
 
 
@@ -50,6 +50,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         print(f"rendered {len(names)} models ({', '.join(names)}) into {args.out}")
         return 0
+    problem = not_rendered(args.repository)
+    if problem:
+        print(problem, file=sys.stderr)
+        return 2
     server = TritonServer(args.repository, args.grpc_port, args.http_port, args.metrics_port, args.workdir,
                           startup_timeout=args.timeout)
     stop = threading.Event()

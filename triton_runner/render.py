@@ -1,12 +1,14 @@
 """Render the committed (GPU) model repository for a CPU-only Triton: same names, tensors, ensembles.
 
 What changes, and only that:
+- `preprocess_image` decodes with Pillow (`decoder: "pil"`) instead of DALI on the GPU;
 - graph models (`backend: "onnxruntime"`) become python models that run the exported ONNX file with
   ONNX Runtime (`python_models/onnx_model.py`, linked as `1/model.py`; the graph linked as
   `1/model.onnx`), KIND_CPU, without the TensorRT accelerator and the warm-up (TRT engine builds);
 - dims follow the export manifest (the committed configs carry the base preset's dims; the tiny
   preset has smaller ones), propagated through the ensembles to the python models that feed graphs;
-- python models get a `manifest_repository` parameter pointing at the exported repository;
+- python models get a `manifest_repository` parameter pointing at the exported repository, and the
+  embed_* ensembles a `model` parameter (the CLIP architecture, which the gateway reports);
 - optionally dynamic batching off (`max_batch_size: 1`, no `dynamic_batching`), the benchmark baseline.
 Everything is linked (symlinks), not copied; the result lives in a build dir.
 """
@@ -19,10 +21,18 @@ from pathlib import Path
 
 from tritonclient.grpc import model_config_pb2 as mc
 
-from runtime.manifest import BLIP_DECODER_INIT, BLIP_DECODER_STEP, BLIP_VISION, CLIP_IMAGE, CLIP_TEXT, Manifest, ManifestError
-from runtime.triton_contract import CAPTION, PREPROCESS_IMAGE, TOKENIZE_TEXT
+from runtime.manifest import BLIP_DECODER_INIT, BLIP_DECODER_STEP, BLIP_ITM, BLIP_VISION, CLIP_IMAGE, CLIP_TEXT, Manifest, ManifestError
+from runtime.triton_contract import (
+    CAPTION,
+    EMBED_IMAGE,
+    EMBED_TEXT,
+    MANIFEST_PARAMETER,
+    MODEL_PARAMETER,
+    PREPROCESS_IMAGE,
+    PREPROCESS_ITM,
+    TOKENIZE_TEXT,
+)
 from triton_runner import repository as repo
-from triton_runner.model_support import MANIFEST_PARAMETER
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 COMMITTED_REPOSITORY = PROJECT_ROOT / "model_repository"
@@ -33,6 +43,7 @@ PYTHON_REQUIRES = {
     PREPROCESS_IMAGE: [CLIP_IMAGE],
     TOKENIZE_TEXT: [CLIP_TEXT],
     CAPTION: [BLIP_VISION, BLIP_DECODER_INIT, BLIP_DECODER_STEP],
+    PREPROCESS_ITM: [BLIP_ITM],
 }
 
 
@@ -143,6 +154,8 @@ def _render_graph(config: mc.ModelConfig, manifest: Manifest, version_dir: Path,
 def _render_python(config: mc.ModelConfig, configs_dir: Path, version_dir: Path) -> None:
     """Python models stay as they are (they already run on the CPU); their code is linked."""
     _cpu_instance(config, max(1, config.instance_group[0].count if config.instance_group else 1))
+    if "decoder" in config.parameters:  # GPU image decoding (DALI) -> Pillow on a thread pool
+        _string_parameter(config, "decoder", "pil")
     (version_dir / "model.py").symlink_to((configs_dir / config.name / "1" / "model.py").resolve())
 
 
@@ -180,6 +193,8 @@ def render_cpu(
             _render_python(config, configs_dir, version_dir)
         if not repo.is_ensemble(config):
             _string_parameter(config, MANIFEST_PARAMETER, str(source))
+        elif name in (EMBED_IMAGE, EMBED_TEXT):  # what the gateway reports as Embed.model
+            _string_parameter(config, MODEL_PARAMETER, str(manifest.clip.get("arch", "")))
         if not dynamic_batching:
             config.max_batch_size = 1
             config.ClearField("dynamic_batching")
@@ -198,3 +213,21 @@ def render_cpu(
               "dynamic_batching": dynamic_batching, "queue_delay_us": queue_delay_us, "models": names}
     (out / MARKER).write_text(json.dumps(marker, indent=2) + "\n")
     return names
+
+
+def not_rendered(repository: str | Path) -> str | None:
+    """One line saying why `repository` cannot be served on this CPU Triton and what to run; None if it can."""
+    repository = Path(repository)
+    marker = repository / MARKER
+    render = f"python -m triton_runner render --source {repository} --out build/triton_cpu"
+    if marker.is_file():
+        if json.loads(marker.read_text()).get("complete"):
+            return None
+        return f"{repository} is an unfinished rendering: run `{render.replace(str(repository), '<export>')}` again"
+    if (repository / "manifest.json").is_file():
+        return (f"{repository} is an export (GPU configs), not rendered for this CPU Triton: run `{render}`, "
+                "then `python -m triton_runner serve --repository build/triton_cpu`")
+    if not repository.is_dir():
+        return f"{repository} does not exist: export (`python -m export --out model_repository`), then `{render.replace(str(repository), 'model_repository')}`"
+    return (f"{repository} was not rendered by `python -m triton_runner render`: export models (`python -m export --out <export>`), "
+            "then run `python -m triton_runner render --source <export> --out build/triton_cpu`")

@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
 # Triton for GPU hosts: NVIDIA's NGC image (Triton 2.51 = release 24.10, the version the project's
 # python models were tested against through nvidia-pytriton 0.7.0) plus what the repository's python
-# models import (preprocessing, runtime, triton_runner.model_support and their pinned dependencies).
+# models import (preprocessing and runtime, and their pinned dependencies).
 #
 #   docker build -f deploy/docker/triton.Dockerfile -t mmretrieval/triton:0.1.0 .
 #
@@ -43,7 +43,7 @@ COPY triton_runner/ triton_runner/
 COPY quality/ quality/
 # Base dependencies only (numpy<2, pillow, tokenizers, ftfy, regex, onnx, onnxruntime): no torch.
 # nvidia-pytriton only for its Python 3.11 backend stub (pinned in constraints.txt).
-RUN pip install -c constraints.txt . nvidia-pytriton
+RUN pip install -c constraints.txt ".[gpu-preprocessing]" nvidia-pytriton
 RUN set -eu; \
     wheel="$(python -c 'import importlib.util; print(importlib.util.find_spec("pytriton").submodule_search_locations[0])')"; \
     stub="$wheel/tritonserver/python_backend_stubs/3.11/triton_python_backend_stub"; \

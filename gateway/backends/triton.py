@@ -29,9 +29,10 @@ class TritonBackend:
         self.url = settings.triton_url
         self.timeout = settings.inference_timeout_s
         self.dim = 0
-        self.model = "triton"
+        self.model = ""
         self._client = None
         self._has_caption = False
+        self._has_rerank = False
 
     @property
     def has_captioner(self) -> bool:
@@ -39,7 +40,7 @@ class TritonBackend:
 
     @property
     def has_itm(self) -> bool:
-        return False  # the Triton repository has no ITM ensemble yet
+        return self._has_rerank
 
     def _connect(self):
         import tritonclient.grpc.aio as grpcclient
@@ -61,7 +62,10 @@ class TritonBackend:
         try:
             meta = await client.get_model_metadata(tc.EMBED_TEXT, as_json=True, client_timeout=self.timeout)
             self.dim = int(meta["outputs"][0]["shape"][-1])
+            config = await client.get_model_config(tc.EMBED_TEXT, as_json=True, client_timeout=self.timeout)
+            self.model = config["config"].get("parameters", {}).get(tc.MODEL_PARAMETER, {}).get("string_value", "")
             self._has_caption = await client.is_model_ready(tc.CAPTION, client_timeout=self.timeout)
+            self._has_rerank = await client.is_model_ready(tc.RERANK, client_timeout=self.timeout)
         except Exception as exc:  # noqa: BLE001
             await self._reset()
             raise Unavailable(f"triton at {self.url} is unavailable: {exc}") from exc
@@ -78,21 +82,26 @@ class TritonBackend:
             await self._reset()
             return False
 
-    async def _infer(self, model: str, input_name: str, values: Sequence[bytes], output: str) -> np.ndarray:
+    async def _infer(self, model: str, input_name: str, values: Sequence[bytes], output: str, **more: Sequence[bytes]) -> np.ndarray:
+        """One request: [N, 1] BYTES tensors (`input_name` and any `more` of the same N) -> `output`."""
         import tritonclient.grpc.aio as grpcclient
         from tritonclient.utils import InferenceServerException
 
-        batch = np.array([[v] for v in values], dtype=np.object_)
-        tensor = grpcclient.InferInput(input_name, list(batch.shape), "BYTES")
-        tensor.set_data_from_numpy(batch)
+        tensors = []
+        for name, column in {input_name: values, **more}.items():
+            batch = np.array([[v] for v in column], dtype=np.object_)
+            tensor = grpcclient.InferInput(name, list(batch.shape), "BYTES")
+            tensor.set_data_from_numpy(batch)
+            tensors.append(tensor)
         try:
             result = await self._connect().infer(
-                model, [tensor], outputs=[grpcclient.InferRequestedOutput(output)], client_timeout=self.timeout
+                model, tensors, outputs=[grpcclient.InferRequestedOutput(output)], client_timeout=self.timeout
             )
         except InferenceServerException as exc:
             status = str(exc.status() or "")
             if "INVALID_ARG" in status:
-                raise (ImageDecodeError if input_name == tc.IMAGE_BYTES else TextInputError)(exc.message()) from None
+                # both map to INVALID_ARGUMENT; the kind only names which input was refused
+                raise (ImageDecodeError if input_name == tc.IMAGE_BYTES and not more else TextInputError)(exc.message()) from None
             if "UNAVAILABLE" in status or "DEADLINE" in status or status == "":
                 await self._reset()
                 raise Unavailable(f"triton {model} unavailable: {exc.message()}") from exc
@@ -130,7 +139,17 @@ class TritonBackend:
         return captions
 
     async def itm(self, image: bytes, texts: Sequence[str]) -> np.ndarray:
-        raise NotSupported("rerank needs an ITM model, which the triton backend does not serve yet")
+        """P(match) of the image with each text: one `rerank` request per 64 texts (texts padded together)."""
+        if not self.has_itm:
+            raise NotSupported("rerank needs a BLIP ITM model, and this Triton repository serves none")
+        if len(image) > self.settings.max_image_bytes:
+            raise ImageDecodeError(f"image is {len(image)} bytes; the limit is {self.settings.max_image_bytes}")
+        data = [t.encode("utf-8") for t in texts]
+        parts = [
+            await self._infer(tc.RERANK, tc.IMAGE_BYTES, [image] * len(data[i : i + 64]), tc.SCORE, **{tc.TEXT: data[i : i + 64]})
+            for i in range(0, len(data), 64)
+        ]
+        return np.concatenate(parts).reshape(-1).astype(np.float32) if parts else np.zeros(0, np.float32)
 
     async def close(self) -> None:
         await self._reset()

@@ -103,14 +103,16 @@ class ProductRecord(_message.Message):
     def __init__(self, id: _Optional[str] = ..., title: _Optional[str] = ..., description: _Optional[str] = ..., price: _Optional[float] = ..., category: _Optional[str] = ..., brand: _Optional[str] = ..., attributes: _Optional[_Mapping[str, str]] = ..., in_stock: _Optional[bool] = ..., tags: _Optional[_Iterable[str]] = ..., caption: _Optional[str] = ..., image_uri: _Optional[str] = ...) -> None: ...
 
 class ChannelWeights(_message.Message):
-    __slots__ = ("image", "title", "caption")
+    __slots__ = ("image", "title", "caption", "keyword")
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     TITLE_FIELD_NUMBER: _ClassVar[int]
     CAPTION_FIELD_NUMBER: _ClassVar[int]
+    KEYWORD_FIELD_NUMBER: _ClassVar[int]
     image: float
     title: float
     caption: float
-    def __init__(self, image: _Optional[float] = ..., title: _Optional[float] = ..., caption: _Optional[float] = ...) -> None: ...
+    keyword: float
+    def __init__(self, image: _Optional[float] = ..., title: _Optional[float] = ..., caption: _Optional[float] = ..., keyword: _Optional[float] = ...) -> None: ...
 
 class AttributeFilter(_message.Message):
     __slots__ = ("key", "values")
@@ -186,16 +188,20 @@ class Hit(_message.Message):
     def __init__(self, product: _Optional[_Union[ProductRecord, _Mapping]] = ..., score: _Optional[float] = ..., channel_scores: _Optional[_Mapping[str, float]] = ..., rerank_score: _Optional[float] = ...) -> None: ...
 
 class SearchResponse(_message.Message):
-    __slots__ = ("hits", "mode", "weights", "timings")
+    __slots__ = ("hits", "mode", "weights", "timings", "combine", "query_type")
     HITS_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
     WEIGHTS_FIELD_NUMBER: _ClassVar[int]
     TIMINGS_FIELD_NUMBER: _ClassVar[int]
+    COMBINE_FIELD_NUMBER: _ClassVar[int]
+    QUERY_TYPE_FIELD_NUMBER: _ClassVar[int]
     hits: _containers.RepeatedCompositeFieldContainer[Hit]
     mode: SearchMode
     weights: ChannelWeights
     timings: Timings
-    def __init__(self, hits: _Optional[_Iterable[_Union[Hit, _Mapping]]] = ..., mode: _Optional[_Union[SearchMode, str]] = ..., weights: _Optional[_Union[ChannelWeights, _Mapping]] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ...) -> None: ...
+    combine: Combine
+    query_type: str
+    def __init__(self, hits: _Optional[_Iterable[_Union[Hit, _Mapping]]] = ..., mode: _Optional[_Union[SearchMode, str]] = ..., weights: _Optional[_Union[ChannelWeights, _Mapping]] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., combine: _Optional[_Union[Combine, str]] = ..., query_type: _Optional[str] = ...) -> None: ...
 
 class Timings(_message.Message):
     __slots__ = ("preprocess_ms", "inference_ms", "store_ms", "total_ms")
@@ -232,16 +238,18 @@ class UpsertResult(_message.Message):
     def __init__(self, id: _Optional[str] = ..., status: _Optional[_Union[ItemStatus, str]] = ..., reason: _Optional[str] = ..., caption: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., index: _Optional[int] = ...) -> None: ...
 
 class UpsertProductsResponse(_message.Message):
-    __slots__ = ("results", "ok", "invalid", "failed")
+    __slots__ = ("results", "ok", "invalid", "failed", "details_omitted")
     RESULTS_FIELD_NUMBER: _ClassVar[int]
     OK_FIELD_NUMBER: _ClassVar[int]
     INVALID_FIELD_NUMBER: _ClassVar[int]
     FAILED_FIELD_NUMBER: _ClassVar[int]
+    DETAILS_OMITTED_FIELD_NUMBER: _ClassVar[int]
     results: _containers.RepeatedCompositeFieldContainer[UpsertResult]
     ok: int
     invalid: int
     failed: int
-    def __init__(self, results: _Optional[_Iterable[_Union[UpsertResult, _Mapping]]] = ..., ok: _Optional[int] = ..., invalid: _Optional[int] = ..., failed: _Optional[int] = ...) -> None: ...
+    details_omitted: int
+    def __init__(self, results: _Optional[_Iterable[_Union[UpsertResult, _Mapping]]] = ..., ok: _Optional[int] = ..., invalid: _Optional[int] = ..., failed: _Optional[int] = ..., details_omitted: _Optional[int] = ...) -> None: ...
 
 class GetProductsRequest(_message.Message):
     __slots__ = ("ids", "include_vectors")

@@ -78,7 +78,10 @@ class RetrievalServicer:
 
     def UpsertProducts(self, request_iterator, context):
         """Stream of products in; one result per product out, after the store holds it durably.
-        Idempotent by product id: sending a product again replaces it.
+        Idempotent by product id: sending a product again replaces it. At most settings
+        `max_upsert_items` (default 20,000) items per stream: the next item ends the stream with
+        RESOURCE_EXHAUSTED (the items before it were processed; resending them is safe). Needs an
+        API key with scope `write` when keys are configured.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

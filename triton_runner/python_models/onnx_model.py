@@ -17,7 +17,7 @@ import numpy as np  # noqa: E402
 import triton_python_backend_utils as pb_utils  # noqa: E402
 
 from runtime.sessions import create_session  # noqa: E402
-from triton_runner.model_support import parameter  # noqa: E402
+from runtime.triton_contract import parameter  # noqa: E402
 
 
 class TritonPythonModel:

@@ -14,25 +14,27 @@ sys.path[:0] = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if
 import numpy as np  # noqa: E402
 import triton_python_backend_utils as pb_utils  # noqa: E402
 
-from preprocessing.blip_tokenizer import BlipTokenizer  # noqa: E402
-from preprocessing.image import ImageDecodeError, ImageLimits, decode_image, preprocess_images  # noqa: E402
-from runtime.caption import DecoderSpec, greedy_search  # noqa: E402
-from runtime.manifest import BLIP_DECODER_INIT, BLIP_DECODER_STEP, BLIP_VISION, ManifestError  # noqa: E402
-from triton_runner.model_support import load_manifest, rows, string_tensor  # noqa: E402
+from preprocessing.image import ImageDecodeError, ImageLimits, preprocess_each  # noqa: E402
+from runtime.caption import CaptionSetup, greedy_search  # noqa: E402
+from runtime.triton_contract import (  # noqa: E402
+    BLIP_DECODER_INIT,
+    BLIP_DECODER_STEP,
+    BLIP_VISION,
+    CAPTION_TEXT,
+    IMAGE_BYTES,
+    IMAGE_EMBEDS,
+    PIXEL_VALUES,
+    load_manifest,
+    rows,
+    string_tensor,
+)
 
 
 class TritonPythonModel:
     def initialize(self, args):
-        manifest = load_manifest(args)
-        family = manifest.blip
-        if family is None:
-            raise ManifestError(f"{manifest.repository} has no BLIP models; export without --no-blip")
-        self.spec = DecoderSpec.from_dict(family["decoder"])
-        self.image_spec = manifest.image_spec("blip")
-        self.tokenizer = BlipTokenizer.from_manifest_entry(manifest.repository, family["tokenizer"])
-        ids, _ = self.tokenizer.encode_prompt([family.get("prompt") or ""])
-        self.prompt_ids = ids[0].tolist()
-        self.max_new_tokens = int(family["max_new_tokens"])
+        self.setup = CaptionSetup.from_manifest(load_manifest(args))
+        self.spec, self.tokenizer = self.setup.spec, self.setup.tokenizer
+        self.prompt_ids = self.setup.prompt_ids()
         self.limits = ImageLimits()
         # GPU deployment: ask for the graphs' outputs in CPU memory (the loop works on numpy).
         self.memory = {}
@@ -61,11 +63,14 @@ class TritonPythonModel:
         responses = [None] * len(requests)
         pixels, owners = [], []
         for index, request in enumerate(requests):
-            blobs = rows(pb_utils.get_input_tensor_by_name(request, "IMAGE_BYTES").as_numpy())
             try:
-                images = [decode_image(blob, self.limits) for blob in blobs]
-                pixels.append(preprocess_images(images, self.image_spec))
-                owners.append((index, len(images)))
+                blobs = rows(pb_utils.get_input_tensor_by_name(request, IMAGE_BYTES).as_numpy())
+                items = preprocess_each(blobs, self.setup.image_spec, self.limits)
+                bad = [item for item in items if isinstance(item, ImageDecodeError)]
+                if bad:
+                    raise bad[0]
+                pixels.append(np.stack(items))
+                owners.append((index, len(items)))
             except ImageDecodeError as exc:
                 responses[index] = pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc), pb_utils.TritonError.INVALID_ARG))
             except Exception as exc:
@@ -75,7 +80,7 @@ class TritonPythonModel:
                 captions = self._caption(np.concatenate(pixels))
                 offset = 0
                 for index, count in owners:
-                    tensor = pb_utils.Tensor("CAPTION", string_tensor(captions[offset : offset + count]))
+                    tensor = pb_utils.Tensor(CAPTION_TEXT, string_tensor(captions[offset : offset + count]))
                     responses[index] = pb_utils.InferenceResponse([tensor])
                     offset += count
             except Exception as exc:  # a failing graph call fails this batch's requests, not the server
@@ -85,14 +90,14 @@ class TritonPythonModel:
         return responses
 
     def _caption(self, pixel_values):
-        image_embeds = self._call(BLIP_VISION, {"pixel_values": pixel_values}, ["image_embeds"])["image_embeds"]
+        image_embeds = self._call(BLIP_VISION, {PIXEL_VALUES: pixel_values}, [IMAGE_EMBEDS])[IMAGE_EMBEDS]
         ids = greedy_search(
             self._run_init,
             self._run_step,
             self.spec,
             image_embeds,
             self.prompt_ids,
-            self.max_new_tokens,
+            self.setup.max_new_tokens,
             eos_token_id=self.tokenizer.eos_token_id,
             pad_token_id=self.tokenizer.pad_token_id,
         )

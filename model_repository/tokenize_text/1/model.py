@@ -1,4 +1,5 @@
-"""tokenize_text: UTF-8 text -> CLIP token ids, with the project's shared CLIP tokenizer.
+"""tokenize_text: UTF-8 text -> CLIP token ids, with the project's shared text tokenizer (CLIP BPE or the
+model's Hugging Face tokenizer.json, as the manifest says).
 
 Text longer than the context is truncated as open_clip truncates it (EOT kept last). Empty or
 whitespace-only text, non-UTF-8 bytes and text over the character limit fail only their own request
@@ -12,23 +13,23 @@ sys.path[:0] = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if
 
 import triton_python_backend_utils as pb_utils  # noqa: E402
 
-from preprocessing.clip_tokenizer import ClipTokenizer, TextInputError  # noqa: E402
-from triton_runner.model_support import decode_utf8, load_manifest, rows  # noqa: E402
+from preprocessing.clip_tokenizer import TextInputError  # noqa: E402
+from preprocessing.text import load_text_tokenizer  # noqa: E402
+from runtime.triton_contract import INPUT_IDS, TEXT, decode_utf8, load_manifest, rows  # noqa: E402
 
 
 class TritonPythonModel:
     def initialize(self, args):
         manifest = load_manifest(args)
-        self.tokenizer = ClipTokenizer.from_manifest_entry(manifest.repository, manifest.clip["tokenizer"])
+        self.tokenizer = load_text_tokenizer(manifest.repository, manifest.clip["tokenizer"])
 
     def execute(self, requests):
         responses = [None] * len(requests)
         texts, owners = [], []
         for index, request in enumerate(requests):
             try:
-                items = decode_utf8(rows(pb_utils.get_input_tensor_by_name(request, "TEXT").as_numpy()))
-                for text in items:
-                    self.tokenizer.validate(text)
+                items = decode_utf8(rows(pb_utils.get_input_tensor_by_name(request, TEXT).as_numpy()))
+                items = [self.tokenizer.validate(text) for text in items]  # cleaned once, here
                 texts.extend(items)
                 owners.append((index, len(items)))
             except TextInputError as exc:
@@ -39,10 +40,10 @@ class TritonPythonModel:
                 responses[index] = pb_utils.InferenceResponse(error=error)
         if owners:  # one tokenizer call for every valid text of the batch
             try:
-                ids = self.tokenizer(texts)
+                ids = self.tokenizer.encode_cleaned(texts)
                 offset = 0
                 for index, count in owners:
-                    tensor = pb_utils.Tensor("input_ids", ids[offset : offset + count])
+                    tensor = pb_utils.Tensor(INPUT_IDS, ids[offset : offset + count])
                     responses[index] = pb_utils.InferenceResponse([tensor])
                     offset += count
             except Exception as exc:
