@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m quality", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     ft = sub.add_parser("finetune", help="contrastive (InfoNCE) fine-tuning of an open_clip model")
-    ft.add_argument("--data", choices=["fashion-mnist", "catalog", "cc-tsv"], default="fashion-mnist")
+    ft.add_argument("--data", choices=["fashion-mnist", "catalog", "cc-tsv", "karpathy"], default="fashion-mnist")
     ft.add_argument("--path", type=Path, help="catalog JSONL/CSV or CC TSV")
     ft.add_argument("--arch", default="mm-fmnist-clip")
     ft.add_argument("--pretrained", default=None, help="open_clip tag or checkpoint file (default: random init)")

@@ -7,9 +7,10 @@ the fusion written again here, every product scored (brute force). Nothing comes
 - Channels of a product (the definitions of docs/gateway.md, written again):
   image = CLIP(photo); title = CLIP("title. description"), absent when both are empty;
   caption = CLIP("caption. tag1, tag2, ..."), absent when there is neither caption nor tag.
-  Tags: per facet of the attribute vocabulary (gateway/data/attributes.json, data only), the best
-  `per_facet` terms whose cosine to the photo beats the facet mean by `margin`. Captions: a
-  repository with BLIP has them reused from the gateway's UpsertProducts results (said in the report).
+  Tags: per facet of the attribute vocabulary (gateway/data/attributes.json, data only), up to
+  `per_facet` terms whose in-facet softmax probability reaches the facet's floor; no colour facet
+  for grayscale photos. Captions: a repository with BLIP is refused for now (the reference has no
+  BLIP of its own yet); the offline model has none.
 - Query vector: CLIP text, CLIP image, or composed normalize((1 - t) image + t text).
 - Fused score: sum_c w_c cos(q, v_c) / sum_c w_c over the channels the product has (a missing channel's
   weight is renormalized away). RRF: sum_c w_c / (k + rank_c) over full per-channel rankings.
@@ -88,26 +89,39 @@ class ReferenceModel:
 
 
 class ReferenceTagger:
-    """The interrogator written again: facet prompts ranked by cosine to the photo."""
+    """The interrogator written again from its definition (docs/gateway.md, attributes.json's description):
+    within each facet, p(term) = softmax(temperature * cos(photo, prompt(term))); keep up to `per_facet`
+    terms with p >= the facet's min_probability; facets that need colour say nothing for grayscale photos."""
 
-    def __init__(self, model: ReferenceModel, vocabulary: Path = VOCABULARY, per_facet: int = 2, margin: float = 0.0) -> None:
+    def __init__(self, model: ReferenceModel, vocabulary: Path = VOCABULARY, per_facet: int = 2) -> None:
         data = json.loads(Path(vocabulary).read_text())
+        self.temperature = float(data.get("temperature", 100.0))
         self.facets = []
         for facet, spec in data["facets"].items():
             terms = list(spec["terms"])
-            self.facets.append((facet, terms, model.texts([spec["prompt"].format(t) for t in terms])))
-        self.per_facet, self.margin = per_facet, margin
+            self.facets.append((facet, terms, model.texts([spec["prompt"].format(t) for t in terms]),
+                                float(spec.get("min_probability", 0.5)), bool(spec.get("needs_colour", False))))
+        self.per_facet = per_facet
 
-    def tags(self, image_vectors: np.ndarray) -> list[list[str]]:
+    def tags(self, image_vectors: np.ndarray, grayscale: Sequence[bool]) -> list[list[str]]:
         out: list[list[str]] = [[] for _ in range(len(image_vectors))]
-        for _facet, terms, vectors in self.facets:
-            sims = image_vectors @ vectors.T
-            for row, scores in enumerate(sims):
-                threshold = scores.mean() + self.margin
-                for j in np.argsort(-scores)[: self.per_facet]:
-                    if scores[j] > threshold:
+        for _facet, terms, vectors, floor, needs_colour in self.facets:
+            logits = self.temperature * (image_vectors @ vectors.T)
+            logits -= logits.max(axis=1, keepdims=True)
+            probability = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+            for row, p in enumerate(probability):
+                if needs_colour and grayscale[row]:
+                    continue
+                for j in np.argsort(-p)[: self.per_facet]:
+                    if p[j] >= floor:
                         out[row].append(terms[j])
         return out
+
+
+def grayscale(image, tolerance: int = 6) -> bool:
+    """No colour: every pixel's channels within `tolerance` of their mean (at 64 x 64)."""
+    rgb = np.asarray(image.convert("RGB").resize((64, 64)), dtype=np.int16)
+    return int(np.abs(rgb - rgb.mean(axis=2, keepdims=True)).max()) <= tolerance
 
 
 @dataclass
@@ -144,8 +158,9 @@ def build_catalog(model: ReferenceModel, ids: Sequence[str], photos: Iterable, t
     """Every channel vector of every product, from the checkpoint. `tagger=None`: no tags."""
     import bm25s
 
+    photos = [p.convert("RGB") for p in photos]
     image = model.images(photos)
-    tags = tagger.tags(image) if tagger is not None else [[] for _ in ids]
+    tags = tagger.tags(image, [grayscale(p) for p in photos]) if tagger is not None else [[] for _ in ids]
     captions = list(captions) if captions is not None else ["" for _ in ids]
     title_texts = [title_text(t, d) for t, d in zip(titles, descriptions)]
     caption_texts = [caption_text(c, t) for c, t in zip(captions, tags)]
@@ -229,8 +244,9 @@ def fused(s: Scores, weights: Mapping[str, float]) -> np.ndarray:
     return out
 
 
-def rrf(s: Scores, weights: Mapping[str, float], k: int = 60) -> np.ndarray:
-    """sum_c w_c / (k + rank_c), rank over the products that have channel c (the query product left out)."""
+def rrf(s: Scores, weights: Mapping[str, float], k: int = 60, depth: int | None = None) -> np.ndarray:
+    """sum_c w_c / (k + rank_c), rank over the products that have channel c (the query product left out);
+    with `depth`, only each channel's first `depth` products count (the candidate lists a search sees)."""
     out = np.zeros_like(next(iter(s.channel.values())), dtype=np.float64)
     total = sum(w for w in weights.values() if w > 0)
     for c, w in weights.items():
@@ -242,7 +258,8 @@ def rrf(s: Scores, weights: Mapping[str, float], k: int = 60) -> np.ndarray:
         order = np.argsort(-m, axis=1, kind="stable")
         ranks = np.empty_like(order)
         np.put_along_axis(ranks, order, np.arange(1, m.shape[1] + 1)[None, :].repeat(len(m), 0), axis=1)
-        out += np.where(np.isfinite(m), (w / total) / (k + ranks), 0.0)
+        keep = np.isfinite(m) if depth is None else np.isfinite(m) & (ranks <= depth)
+        out += np.where(keep, (w / total) / (k + ranks), 0.0)
     return out
 
 

@@ -40,6 +40,7 @@ class Variant:
     weights: Mapping[str, float]
     calibrated: bool = False
     combine: str = "weighted"
+    depth: int | None = None  # rrf: candidates per channel
 
     def scores(self, s: Scores, qtype: str, calibration: Calibration | None) -> np.ndarray:
         raw = s
@@ -49,7 +50,7 @@ class Variant:
             s = calibration.apply(qtype, s)
         if self.combine == "hybrid_rrf":
             return hybrid_rrf(s, raw.channel["keyword"], self.weights)
-        return rrf(s, self.weights) if self.combine == "rrf" else fused(s, self.weights)
+        return rrf(s, self.weights, depth=self.depth) if self.combine == "rrf" else fused(s, self.weights)
 
     def rankings(self, s: Scores, qtype: str, calibration: Calibration | None, ids: Sequence[str], k: int = 10) -> list[list[str]]:
         return rank(self.scores(s, qtype, calibration), s, ids, k)
