@@ -187,6 +187,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=5.0, help="measuring time per cell")
     parser.add_argument("--intra-op-threads", type=int, default=1, help="ONNX Runtime threads per graph (0: its default)")
     parser.add_argument("--queue-delay-us", type=int, help="override the configs' max_queue_delay_microseconds (batching on)")
+    parser.add_argument("--decode-threads", type=int, help="preprocess_image's decoding threads per instance, both renderings (0: one per core)")
     parser.add_argument("--perf-analyzer", type=Path,
                         help="perf_analyzer binary to drive the load (else the built-in asyncio clients); "
                              "PERF_ANALYZER_LIBS adds a directory to its LD_LIBRARY_PATH")
@@ -211,7 +212,7 @@ def main() -> int:
         repositories = {"on": tmp / "batching-on", "off": tmp / "batching-off"}
         for label, repository in repositories.items():
             render_cpu(source, repository, variant=args.variant, dynamic_batching=label == "on",
-                       intra_op_threads=args.intra_op_threads, queue_delay_us=args.queue_delay_us)
+                       intra_op_threads=args.intra_op_threads, queue_delay_us=args.queue_delay_us, decode_threads=args.decode_threads)
         results = measure(repositories, tmp / "work", args.models, args.concurrency, args.seconds, photo, args.perf_analyzer)
     print()
     print(table(results["on"], results["off"], args.models, args.concurrency))

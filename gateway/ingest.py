@@ -12,9 +12,10 @@ from __future__ import annotations
 import asyncio
 import math
 from dataclasses import dataclass
-from typing import AsyncIterator
+from typing import Any, AsyncIterator
 
 import numpy as np
+from PIL import Image
 
 from gateway import fusion
 from gateway.core import Core
@@ -69,11 +70,13 @@ class Item:
     product: pb.Product
     result: pb.UpsertResult
     grayscale: bool = False
+    decoded: Any = None  # the PIL image validation decoded (reused by a backend that accepts it)
 
 
-def validate_product(product: pb.Product, core: Core) -> bool:
-    """Raise InvalidInput naming the field; decodes the image (cheap next to the models) and says
-    whether it is grayscale (then the interrogator names no colours)."""
+def validate_product(product: pb.Product, core: Core) -> tuple[Image.Image, bool]:
+    """Raise InvalidInput naming the field; returns the decoded image (decoded once: validation,
+    the grayscale check and, on the local backend, CLIP and BLIP all use it) and whether it is
+    grayscale (then the interrogator names no colours)."""
     check_id(product.id, "product.id")
     if not product.image:
         raise InvalidInput("product.image is empty: every product needs an image")
@@ -86,7 +89,8 @@ def validate_product(product: pb.Product, core: Core) -> bool:
         raise InvalidInput(f"product.price must be a finite number >= 0, got {product.price}")
     if len(product.tags) > MAX_TAGS or len(product.attributes) > MAX_ATTRIBUTES:
         raise InvalidInput(f"product has more than {MAX_TAGS} tags or {MAX_ATTRIBUTES} attributes")
-    return is_grayscale(decode_image(product.image, ImageLimits(max_bytes=core.settings.max_image_bytes)))
+    image = decode_image(product.image, ImageLimits(max_bytes=core.settings.max_image_bytes))
+    return image, is_grayscale(image)
 
 
 async def upsert_stream(core: Core, requests: AsyncIterator[pb.UpsertProductsRequest], timer: StageTimer) -> pb.UpsertProductsResponse:
@@ -176,15 +180,15 @@ async def _validate(core: Core, batch: list[Item], timer: StageTimer) -> list[It
         checks = await asyncio.gather(
             *(loop.run_in_executor(None, validate_product, item.product, core) for item in batch), return_exceptions=True
         )
-    for item, error in zip(batch, checks):
-        if isinstance(error, bool):
-            item.grayscale = error
+    for item, outcome in zip(batch, checks):
+        if isinstance(outcome, tuple):
+            item.decoded, item.grayscale = outcome
             good.append(item)
-        elif isinstance(error, INVALID_INPUT_ERRORS):
-            item.result.status, item.result.reason = pb.ITEM_STATUS_INVALID, str(error)
+        elif isinstance(outcome, INVALID_INPUT_ERRORS):
+            item.result.status, item.result.reason = pb.ITEM_STATUS_INVALID, str(outcome)
             UPSERT_ITEMS.labels("invalid").inc()
         else:
-            raise error
+            raise outcome
     return good
 
 
@@ -210,7 +214,7 @@ async def process_batch(core: Core, batch: list[Item], timer: StageTimer, pipeli
     tagger = core.require_tagger()
     products = [item.product for item in items]
     with timer.stage("inference"):
-        images = [p.image for p in products]
+        images = [item.decoded for item in items] if core.backend.accepts_decoded else [p.image for p in products]
         image_vecs, title_vecs, captions = await asyncio.gather(
             core.guard_backend(core.backend.embed_images(images)),
             _embed_some(core, [fusion.title_text(p.title, p.description) for p in products]),

@@ -114,6 +114,8 @@ def test_committed_dims_are_the_base_presets_models(committed):
     heads, head_dim = text.num_attention_heads, text.hidden_size // text.num_attention_heads
     sig = lambda t: (mc.DataType.Name(t.data_type), list(t.dims))  # noqa: E731
     io = lambda name: {t.name: sig(t) for t in [*committed[name].input, *committed[name].output]}  # noqa: E731
+    for name in EMBEDDERS:  # Embed.model on the GPU deployment
+        assert committed[name].parameters[contract.MODEL_PARAMETER].string_value == "ViT-B-32"
     assert io(contract.CLIP_IMAGE) == {"pixel_values": ("TYPE_FP32", [3, size, size]), "image_embeds": ("TYPE_FP32", [dim])}
     assert io(contract.CLIP_TEXT) == {"input_ids": ("TYPE_INT64", [context]), "text_embeds": ("TYPE_FP32", [dim])}
     assert io(contract.PREPROCESS_IMAGE)["pixel_values"] == ("TYPE_FP32", [3, size, size])

@@ -29,6 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "several stubs share few cores, and idle ORT worker threads spin)")
     render.add_argument("--queue-delay-us", type=int,
                         help="override max_queue_delay_microseconds everywhere (0: no wait, no preferred sizes)")
+    render.add_argument("--decode-threads", type=int,
+                        help="preprocess_image's decoding threads per instance (default: the config's, 0 = one per core)")
     serve = sub.add_parser("serve", help="run tritonserver on 127.0.0.1 until Ctrl-C / SIGTERM")
     serve.add_argument("--repository", type=Path, default=Path("build/triton_cpu"))
     serve.add_argument("--grpc-port", type=int, default=8001)
@@ -44,7 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "render":
         try:
             names = render_cpu(args.source, args.out, args.configs, args.variant,
-                               not args.no_dynamic_batching, args.intra_op_threads, args.queue_delay_us)
+                               not args.no_dynamic_batching, args.intra_op_threads, args.queue_delay_us, args.decode_threads)
         except RenderError as exc:
             print(f"render failed: {exc}", file=sys.stderr)
             return 2

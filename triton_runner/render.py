@@ -167,11 +167,13 @@ def render_cpu(
     dynamic_batching: bool = True,
     intra_op_threads: int = 1,
     queue_delay_us: int | None = None,
+    decode_threads: int | None = None,
 ) -> list[str]:
     """Write the CPU repository into `out` (replacing an earlier rendering); returns the model names.
 
     `queue_delay_us` overrides every `max_queue_delay_microseconds` (and drops the preferred batch
-    sizes when 0: batches are then whatever queued while the instance was busy).
+    sizes when 0: batches are then whatever queued while the instance was busy). `decode_threads`
+    sets preprocess_image's thread pool per instance (0: one per core).
     """
     source, out, configs_dir = Path(source).resolve(), Path(out).resolve(), Path(configs_dir).resolve()
     try:
@@ -191,6 +193,8 @@ def render_cpu(
             _render_graph(config, manifest, version_dir, variant, intra_op_threads)
         elif config.backend == "python":
             _render_python(config, configs_dir, version_dir)
+            if decode_threads is not None and "decode_threads" in config.parameters:
+                _string_parameter(config, "decode_threads", str(decode_threads))
         if not repo.is_ensemble(config):
             _string_parameter(config, MANIFEST_PARAMETER, str(source))
         elif name in (EMBED_IMAGE, EMBED_TEXT):  # what the gateway reports as Embed.model
@@ -210,7 +214,8 @@ def render_cpu(
         header = f"# Rendered for CPU by `python -m triton_runner render` from {configs_dir / name}; do not edit.\n"
         (out / name / repo.CONFIG_FILE).write_text(header + repo.dump_config(config))
     marker = {"complete": True, "source": str(source), "configs": str(configs_dir), "variant": variant,
-              "dynamic_batching": dynamic_batching, "queue_delay_us": queue_delay_us, "models": names}
+              "dynamic_batching": dynamic_batching, "queue_delay_us": queue_delay_us, "decode_threads": decode_threads,
+              "models": names}
     (out / MARKER).write_text(json.dumps(marker, indent=2) + "\n")
     return names
 

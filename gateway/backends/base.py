@@ -18,6 +18,7 @@ class InferenceBackend(Protocol):
     name: str
     dim: int
     model: str
+    accepts_decoded: bool  # embed_images / caption also take decoded RGB PIL images (decode once on ingest)
 
     @property
     def has_captioner(self) -> bool: ...

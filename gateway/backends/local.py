@@ -32,6 +32,7 @@ ImageInput = Union[bytes, Image.Image]
 
 class LocalBackend:
     name = "local"
+    accepts_decoded = True  # embed_images / caption take decoded PIL images too
 
     def __init__(self, settings) -> None:
         self.settings = settings

@@ -23,6 +23,7 @@ log = logging.getLogger("gateway.backends.triton")
 
 class TritonBackend:
     name = "triton"
+    accepts_decoded = False  # images travel to Triton as encoded bytes
 
     def __init__(self, settings) -> None:
         self.settings = settings
