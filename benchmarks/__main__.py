@@ -27,10 +27,10 @@ DOCS = ROOT / "docs" / "benchmarks.md"
 
 FULL = {
     "arch": "ViT-B-32",
-    "kernels": {"batches": [1, 8, 32], "seconds": 2.0, "catalog_size": 300, "queries": 40},
-    "search": {"n": 100_000, "blocks": 3, "seconds": 6.0, "concurrency": 16, "scaling_sizes": (10_000,),
+    "kernels": {"batches": [1, 8, 32], "seconds": 1.5, "catalog_size": 150, "queries": 30},
+    "search": {"n": 100_000, "blocks": 3, "seconds": 5.0, "concurrency": 16, "scaling_sizes": (10_000,),
                "scaling_levels": (1, 4, 16, 64), "scaling_seconds": 4.0},
-    "indexing": {"n": 256},
+    "indexing": {"n": 192},
     "encoder_runtimes": ["--seconds", "1", "--batches", "1", "8", "32"],
     "triton_batching": ["--variant", "int8", "--concurrency", "1", "16", "--seconds", "3"],
     "store_search": ["--n", "50000", "--queries", "50"],
@@ -74,11 +74,11 @@ def _script(name: str, args: list[str], out: Path, timeout: float) -> dict:
     return data if isinstance(data, dict) else {"rows": data}
 
 
-def run_step(step: str, profile: dict, repository: Path, work: Path, results: Path, with_peer: bool) -> dict:
+def run_step(step: str, profile: dict, repository: Path, work: Path, results: Path, with_peer: bool, trained: Path | None = None) -> dict:
     if step == "kernels":
         from benchmarks import kernels
 
-        return kernels.run(profile["arch"], repository=repository, **profile["kernels"])
+        return kernels.run(profile["arch"], repository=repository, quality_repository=trained, **profile["kernels"])
     if step == "search":
         from benchmarks import search_peer
 
@@ -105,6 +105,8 @@ def main(argv=None) -> int:
     parser.add_argument("--no-peer", action="store_true", help="leave out the clip-retrieval peer")
     parser.add_argument("--work", type=Path, default=Path(os.environ.get("MM_BENCH_WORK", "/tmp/mm-bench")), help="exports and scratch")
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"results folder (default {RESULTS.relative_to(ROOT)})")
+    parser.add_argument("--trained-repository", type=Path, default=os.environ.get("MM_BENCH_TRAINED_REPO") or None,
+                        help="an export of a trained CLIP (--int8 --int8-static): kernels also ranks with it (env MM_BENCH_TRAINED_REPO)")
     parser.add_argument("--docs", type=Path, default=DOCS, help="the markdown to regenerate (its PNG plots go beside it)")
     args = parser.parse_args(argv)
     profile = SMOKE if args.smoke else FULL
@@ -120,7 +122,7 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         load_before = load_average()
         try:
-            result = run_step(step, profile, repository, args.work, args.out, not args.no_peer)
+            result = run_step(step, profile, repository, args.work, args.out, not args.no_peer, args.trained_repository)
             status = "ok"
         except Exception as exc:  # noqa: BLE001 - one failed benchmark must not lose the others
             traceback.print_exc()

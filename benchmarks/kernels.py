@@ -77,8 +77,45 @@ def min_cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.min(np.sum(a * b, axis=1)))
 
 
+def _sessions(manifest: Manifest, threads: int) -> dict:
+    return {
+        (label, name): create_session(manifest.graph_path(name, variant), ["CPUExecutionProvider"], threads or None, engine=engine)
+        for label, engine, variant in VARIANTS
+        for name in INPUTS
+    }
+
+
+def rankings(manifest: Manifest, sessions: dict, catalog: list, text_queries: list[str], image_queries: list) -> dict:
+    """recall@10 of every variant's top 10 against ORT fp32's, and min cosine of the embeddings."""
+    spec = manifest.image_spec("clip")
+    tokenizer = ClipTokenizer.from_manifest_entry(manifest.repository, manifest.clip["tokenizer"])
+    catalog_pixels = preprocess_images(catalog, spec)
+    query_pixels = preprocess_images(image_queries, spec)
+    query_ids = tokenizer(text_queries)
+
+    def embed(label: str, name: str, values: np.ndarray) -> np.ndarray:
+        session = sessions[(label, name)]
+        return np.concatenate([session.run(None, {INPUTS[name]: values[i : i + 16]})[0] for i in range(0, len(values), 16)])
+
+    embeddings = {
+        label: {"catalog": embed(label, CLIP_IMAGE, catalog_pixels), "image_q": embed(label, CLIP_IMAGE, query_pixels),
+                "text_q": embed(label, CLIP_TEXT, query_ids)}
+        for label, _, _ in VARIANTS
+    }
+    ref = embeddings["ort-fp32"]
+    quality = {}
+    for label, e in embeddings.items():
+        quality[label] = {
+            "recall10_text": recall_at_k(ref["text_q"] @ ref["catalog"].T, e["text_q"] @ e["catalog"].T),
+            "recall10_image": recall_at_k(ref["image_q"] @ ref["catalog"].T, e["image_q"] @ e["catalog"].T),
+            "min_cosine_image": min_cosine(ref["catalog"], e["catalog"]),
+            "min_cosine_text": min_cosine(ref["text_q"], e["text_q"]),
+        }
+    return quality
+
+
 def run(arch: str = "ViT-B-32", batches=(1, 8, 32), seconds: float = 3.0, catalog_size: int = 300, queries: int = 40,
-        threads: int = 0, repository: Path | None = None) -> dict:
+        threads: int = 0, repository: Path | None = None, quality_repository: Path | None = None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()
         if repository is None:
@@ -89,11 +126,7 @@ def run(arch: str = "ViT-B-32", batches=(1, 8, 32), seconds: float = 3.0, catalo
         export_s = time.perf_counter() - started
         spec = manifest.image_spec("clip")
         tokenizer = ClipTokenizer.from_manifest_entry(manifest.repository, manifest.clip["tokenizer"])
-        sessions = {
-            (label, name): create_session(manifest.graph_path(name, variant), ["CPUExecutionProvider"], threads or None, engine=engine)
-            for label, engine, variant in VARIANTS
-            for name in INPUTS
-        }
+        sessions = _sessions(manifest, threads)
         catalog, text_queries, image_queries = evaluation_set(catalog_size, queries)
         max_batch = max(batches)
         data = {
@@ -106,36 +139,22 @@ def run(arch: str = "ViT-B-32", batches=(1, 8, 32), seconds: float = 3.0, catalo
                 progress(f"kernels: timing {name} batch {batch}")
                 feed = data[name][:batch]
                 runs = {label: (lambda s=sessions[(label, name)]: s.run(None, {input_name: feed})) for label, _, _ in VARIANTS}
-                times = interleaved_ms_per_item(runs, batch, seconds)
+                times = interleaved_ms_per_item(runs, batch, seconds, min_repeats=3)
                 timing.append({"encoder": name, "batch": batch, "ms_per_item": times,
                                "speedup_vs_ort_fp32": {k: times["ort-fp32"] / v for k, v in times.items()}})
 
         progress(f"kernels: rankings over {len(catalog)} photos, {len(text_queries)} text + {len(image_queries)} image queries")
-        catalog_pixels = preprocess_images(catalog, spec)
-        query_pixels = preprocess_images(image_queries, spec)
-        query_ids = tokenizer(text_queries)
-
-        def embed(label: str, name: str, values: np.ndarray) -> np.ndarray:
-            session = sessions[(label, name)]
-            return np.concatenate([session.run(None, {INPUTS[name]: values[i : i + 16]})[0] for i in range(0, len(values), 16)])
-
-        embeddings = {
-            label: {"catalog": embed(label, CLIP_IMAGE, catalog_pixels), "image_q": embed(label, CLIP_IMAGE, query_pixels),
-                    "text_q": embed(label, CLIP_TEXT, query_ids)}
-            for label, _, _ in VARIANTS
-        }
-        ref = embeddings["ort-fp32"]
-        quality = {}
-        for label, e in embeddings.items():
-            quality[label] = {
-                "recall10_text": recall_at_k(ref["text_q"] @ ref["catalog"].T, e["text_q"] @ e["catalog"].T),
-                "recall10_image": recall_at_k(ref["image_q"] @ ref["catalog"].T, e["image_q"] @ e["catalog"].T),
-                "min_cosine_image": min_cosine(ref["catalog"], e["catalog"]),
-                "min_cosine_text": min_cosine(ref["text_q"], e["text_q"]),
-            }
+        quality = rankings(manifest, sessions, catalog, text_queries, image_queries)
+        trained = None
+        if quality_repository is not None:
+            progress(f"kernels: rankings on the trained model in {quality_repository}")
+            qm = Manifest.load(quality_repository)
+            qs = _sessions(qm, threads)
+            trained = {"arch": qm.clip.get("arch"), "pretrained": str(qm.clip.get("pretrained")),
+                       "quality": rankings(qm, qs, catalog, text_queries, image_queries)}
     return {"arch": arch, "threads": threads or "default", "export_s": export_s, "timing": timing, "quality": quality,
             "catalog_size": len(catalog), "queries": {"text": len(text_queries), "image": len(image_queries)},
-            "variants": [{"label": l, "engine": e, "graph": v} for l, e, v in VARIANTS]}
+            "variants": [{"label": l, "engine": e, "graph": v} for l, e, v in VARIANTS], "trained": trained}
 
 
 def print_result(result: dict) -> None:
@@ -145,8 +164,12 @@ def print_result(result: dict) -> None:
         cells = " ".join(f"{row['ms_per_item'][l]:>11.2f} ({row['speedup_vs_ort_fp32'][l]:4.2f}x)   " for l in labels)
         print(f"{row['encoder']:<11} {row['batch']:>5} {cells}")
     print("\nrecall@10 vs ORT fp32 (text / image queries), min cosine to fp32 (image / text):")
-    for label, q in result["quality"].items():
-        print(f"  {label:<22} {q['recall10_text']:.3f} / {q['recall10_image']:.3f}   {q['min_cosine_image']:.4f} / {q['min_cosine_text']:.4f}")
+    for title, quality in (("random weights", result["quality"]), ("trained", (result.get("trained") or {}).get("quality"))):
+        if not quality:
+            continue
+        print(f" {title}:")
+        for label, q in quality.items():
+            print(f"  {label:<22} {q['recall10_text']:.3f} / {q['recall10_image']:.3f}   {q['min_cosine_image']:.4f} / {q['min_cosine_text']:.4f}")
 
 
 def main(argv=None) -> int:
@@ -158,9 +181,10 @@ def main(argv=None) -> int:
     parser.add_argument("--queries", type=int, default=40)
     parser.add_argument("--threads", type=int, default=0, help="intra-op threads (0: the engine's default)")
     parser.add_argument("--repository", type=Path, help="reuse an export made with --int8 --int8-static")
+    parser.add_argument("--quality-repository", type=Path, help="also rank with this export of a trained CLIP (made with --int8 --int8-static)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
-    result = run(args.arch, args.batches, args.seconds, args.catalog, args.queries, args.threads, args.repository)
+    result = run(args.arch, args.batches, args.seconds, args.catalog, args.queries, args.threads, args.repository, args.quality_repository)
     print_result(result)
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))

@@ -82,9 +82,10 @@ class StoreServer(Process):
     def __init__(self, db_file: Path, log: Path) -> None:
         self.port = free_port()
         code = (
-            "import sys, time; from milvus_lite.server import Server\n"
+            "import signal, sys, time; from milvus_lite.server import Server\n"
             f"s = Server({str(db_file)!r}, '127.0.0.1:{self.port}')\n"
             "assert s.start(), 'milvus lite did not start'\n"
+            "signal.signal(signal.SIGTERM, lambda *_: (s.stop(), sys.exit(0)))  # its milvus child goes too\n"
             "print('started', flush=True)\n"
             "while True: time.sleep(3600)\n"
         )
@@ -126,17 +127,25 @@ def populate(uri: str, collection: str, n: int, dim: int, batch: int = 1000) -> 
     vectors = clustered_vectors(n, dim)
     fused = np.zeros((n, dim), np.float32)
     started = time.perf_counter()
-    for start in range(0, n, batch):
+    done = [0]
+
+    def write(start: int) -> None:
         stop = min(n, start + batch)
-        rows = []
         part = fusion.fused_vectors({c: v[start:stop] for c, v in vectors.items()}, [fusion.DENSE_CHANNELS] * (stop - start), WEIGHTS)
         fused[start:stop] = part
+        rows = []
         for i in range(start, stop):
             product = pb.Product(id=f"p{i}", title=f"product {i}", category=f"cat{i % 20}", brand=f"brand{i % 100}", price=float(i % 500))
             rows.append(build_row(product, Channels({c: v[i] for c, v in vectors.items()}), part[i - start], dim))
         store.upsert(rows)
+        done[0] += stop - start
         if (start // batch) % 20 == 0:
-            progress(f"store: {stop}/{n} rows ({stop / (time.perf_counter() - started):.0f} rows/s)")
+            progress(f"store: {done[0]}/{n} rows ({done[0] / (time.perf_counter() - started):.0f} rows/s)")
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(2) as pool:  # two upserts in flight keep the store's two cores busy (ingest does the same)
+        list(pool.map(write, range(0, n, batch)))
     store.close()
     return fused
 
@@ -151,40 +160,26 @@ class GatewaySpec:
     threads: int = 2
 
 
-class Gateway(Process):
-    """`python -m gateway` on free ports with the local backend."""
+class Gateway:
+    """`python -m gateway` with the local backend, started by gateway.launcher (free ports, health wait)."""
 
     def __init__(self, spec: GatewaySpec, repository: Path, store_uri: str, collection: str, workdir: Path, timeout: float = 180) -> None:
+        from gateway import launcher
+
         self.spec = spec
-        self.port, self.metrics_port = free_port(), free_port()
         args = [
-            sys.executable, "-m", "gateway", "--port", str(self.port), "--metrics-port", str(self.metrics_port),
-            "--model-repository", str(repository), "--store-uri", store_uri, "--collection", collection,
-            "--model-variant", spec.variant, "--engine", spec.engine, "--caption", "false",
+            "--collection", collection, "--model-variant", spec.variant, "--engine", spec.engine, "--caption", "false",
             "--batch-max-size", str(spec.batch_max_size), "--batch-max-delay-ms", str(spec.batch_max_delay_ms),
             "--inference-threads", str(spec.threads), "--store-timeout-s", "60",
         ]
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
         started = time.perf_counter()
-        super().__init__(args, workdir / f"gateway-{spec.label}-{self.port}.log", env)
-        self.address = f"127.0.0.1:{self.port}"
-        import grpc
-        from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-        channel = grpc.insecure_channel(self.address)
-
-        def serving() -> bool:
-            status = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=2).status
-            return status == health_pb2.HealthCheckResponse.SERVING
-
-        try:
-            _wait(serving, timeout, self.proc, f"gateway {spec.label}", self.log)
-        except BaseException:
-            self.stop()
-            raise
-        finally:
-            channel.close()
+        self.process = launcher.start(repository, store_uri, workdir, args, metrics_port=None, timeout=timeout,
+                                      log_path=workdir / f"gateway-{spec.label}-{collection}.log")
         self.start_s = time.perf_counter() - started
+        self.address, self.metrics_port, self.log = self.process.address, self.process.metrics_port, self.process.log_path
+
+    def stop(self) -> None:
+        self.process.stop(grace=15)
 
 
 class Peer(Process):

@@ -408,7 +408,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", "-d", type=float, default=10.0, help="seconds per step (default 10)")
     p.add_argument("--requests", "-n", type=int, default=0, help="at most this many requests per step (default: duration only)")
     p.add_argument("--warmup", type=float, default=1.0, help="seconds of unrecorded load first (default 1)")
-    p.add_argument("--mix", default="text=0.4,image=0.3,composed=0.3", help="request mix, kinds text,image,composed,upsert")
+    p.add_argument("--mix", default="text=0.4,image=0.3,composed=0.3", help="request mix, kinds text,image,composed,upsert,get")
     p.add_argument("--catalog", type=Path, default=None, help="take query images and texts from this catalog")
     p.add_argument("--top-k", type=int, default=10)
     p.add_argument("--category", action="append", help="filter every search to these categories")

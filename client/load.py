@@ -122,6 +122,8 @@ async def _send(client: AsyncSearchClient, workload: Workload, recorder: _Record
             response = await client.upsert_batch(request, timeout=timeout)  # type: ignore[arg-type]
             if response.ok != len(request):  # type: ignore[arg-type]
                 code = "ITEM_NOT_OK"
+        elif kind == "get":
+            await client.get(request, timeout=timeout)  # type: ignore[arg-type]
         else:
             await client.search_request(request, timeout=timeout)  # type: ignore[arg-type]
     except GatewayError as error:

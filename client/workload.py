@@ -1,4 +1,5 @@
-"""What the load generator sends: a seeded mix of text, image and composed searches and optional upserts.
+"""What the load generator sends: a seeded mix of text, image and composed searches, and optional
+upserts and gets (GetProducts of products this workload upserted).
 
 Query images come from a catalog when one is given (its product photos), else from synthetic
 product-like pictures drawn here; texts are shopper queries (or catalog titles).
@@ -16,7 +17,7 @@ from client.catalog import read_catalog
 from client.messages import SearchFilters, search_request
 from retrieval.v1 import retrieval_pb2 as pb
 
-KINDS = ("text", "image", "composed", "upsert")
+KINDS = ("text", "image", "composed", "upsert", "get")
 QUERIES = [
     "red leather ankle boots", "black running sneakers", "white cotton t-shirt", "blue denim jacket",
     "summer floral dress", "wool winter coat", "brown leather handbag", "striped long sleeve shirt",
@@ -72,6 +73,7 @@ class Workload:
     seed: int = 0
     upsert_prefix: str = field(default_factory=lambda: f"loadgen-{uuid.uuid4().hex[:8]}-")
     upserted: list[str] = field(default_factory=list)
+    upsert_pool: int = 0  # > 0: upserts cycle through this many ids (a steady catalog for soaks); 0 = new ids
 
     def __post_init__(self) -> None:
         self._rng = random.Random(self.seed)
@@ -101,8 +103,14 @@ class Workload:
             return kind, search_request(image=rng.choice(self.images), top_k=self.top_k, filters=self.filters)
         if kind == "composed":
             return kind, search_request(rng.choice(MODIFIERS), rng.choice(self.images), top_k=self.top_k, filters=self.filters)
-        product_id = f"{self.upsert_prefix}{len(self.upserted)}"
-        self.upserted.append(product_id)
+        if kind == "get":
+            ids = rng.sample(self.upserted, min(3, len(self.upserted))) if self.upserted else [f"{self.upsert_prefix}none"]
+            return kind, ids
+        if self.upsert_pool and len(self.upserted) >= self.upsert_pool:
+            product_id = rng.choice(self.upserted)  # replaces an existing product: the catalog stays the same size
+        else:
+            product_id = f"{self.upsert_prefix}{len(self.upserted)}"
+            self.upserted.append(product_id)
         product = pb.Product(
             id=product_id, image=rng.choice(self.images), title=rng.choice(self.texts), category="loadgen", price=round(rng.uniform(5, 200), 2)
         )

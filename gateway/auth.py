@@ -112,8 +112,9 @@ class KeyRing:
             except OSError as exc:
                 raise KeyFileError(f"cannot read api_keys_file {path}: {exc.strerror}") from None
             keys += parse_keys(text, str(path))
-        if settings.api_keys:
-            keys += parse_keys(settings.api_keys, "MM_API_KEYS", separator=";")
+        inline = settings.api_keys.get_secret_value()  # a SecretStr: repr() and logs show '**********'
+        if inline:
+            keys += parse_keys(inline, "api_keys (MM_API_KEYS)", separator=";")
         names = [k.name for k in keys]
         if len(names) != len(set(names)):
             raise KeyFileError("a key name is used both in api_keys_file and in MM_API_KEYS")

@@ -69,6 +69,13 @@ class Core:
             await asyncio.sleep(self.settings.probe_interval_s)
             try:
                 await self.probe()
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise  # close() stops the probe
+                # A dependency's client cancelled the probe's call under it (its channel was closed and
+                # reopened): that is a failed probe, not the end of probing.
+                log.warning("health probe: a dependency call was cancelled; probing again")
             except SchemaMismatch as exc:  # found once the store became reachable: as at start
                 log.error("%s", exc)
                 raise SystemExit(2) from None

@@ -43,7 +43,7 @@ async def embed(core: Core, request: pb.EmbedRequest, timer: StageTimer) -> pb.E
         for i, t in enumerate(texts):
             if not t.strip():
                 raise InvalidInput(f"texts[{i}] is empty")
-        images = [check_image(b, settings, f"images[{i}]") for i, b in enumerate(request.images)]
+        images = [check_image(b, settings, f"images[{i}]", required=True) for i, b in enumerate(request.images)]
     with timer.stage("inference"):
         text_vecs, image_vecs = await asyncio.gather(
             core.guard_backend(core.backend.embed_texts(texts)), core.guard_backend(core.backend.embed_images(images))

@@ -77,15 +77,6 @@ class ProductFilter:
             attributes=attributes,
         )
 
-    def is_empty(self) -> bool:
-        return not self.clauses_present()
-
-    def clauses_present(self) -> bool:
-        return bool(
-            self.categories or self.brands or self.min_price is not None or self.max_price is not None
-            or self.tags_any or self.tags_all or self.in_stock is not None or self.ids or self.attributes
-        )
-
     def validate(self, allowed_attributes: Sequence[str], max_values: int = 100) -> None:
         """Raise InvalidInput naming the offending filter field."""
         for name in ("categories", "brands", "tags_any", "tags_all", "ids"):

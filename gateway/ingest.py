@@ -22,8 +22,8 @@ from gateway.core import Core
 from gateway.errors import INVALID_INPUT_ERRORS, InvalidInput, LimitExceeded, Unavailable
 from gateway.metrics import UPSERT_ITEMS, StageTimer
 from gateway.rows import MAX_LENGTHS, Channels, build_row
-from gateway.validation import check_id, check_image
-from preprocessing.image import ImageLimits, decode_image, is_grayscale
+from gateway.validation import check_id, check_tags_and_attributes, decode_checked
+from preprocessing.image import is_grayscale
 from retrieval.v1 import retrieval_pb2 as pb
 
 MAX_TAGS = 64
@@ -80,7 +80,6 @@ def validate_product(product: pb.Product, core: Core) -> tuple[Image.Image, bool
     check_id(product.id, "product.id")
     if not product.image:
         raise InvalidInput("product.image is empty: every product needs an image")
-    check_image(product.image, core.settings, "product.image")
     for name in ("title", "description", "category", "brand", "image_uri"):
         value = getattr(product, name)
         if len(value) > MAX_LENGTHS[name]:
@@ -89,7 +88,8 @@ def validate_product(product: pb.Product, core: Core) -> tuple[Image.Image, bool
         raise InvalidInput(f"product.price must be a finite number >= 0, got {product.price}")
     if len(product.tags) > MAX_TAGS or len(product.attributes) > MAX_ATTRIBUTES:
         raise InvalidInput(f"product has more than {MAX_TAGS} tags or {MAX_ATTRIBUTES} attributes")
-    image = decode_image(product.image, ImageLimits(max_bytes=core.settings.max_image_bytes))
+    check_tags_and_attributes(product.tags, dict(product.attributes))
+    image = decode_checked(product.image, core.settings, "product.image")
     return image, is_grayscale(image)
 
 

@@ -1,22 +1,29 @@
-"""Per-call limits as a grpc.aio interceptor: a deadline cap per call and a token-bucket rate limit per key.
+"""Per-call limits as a grpc.aio interceptor: a deadline cap per call, a token-bucket rate limit per key,
+and undecodable messages refused as INVALID_ARGUMENT.
 
 The cap bounds how long a call may hold the gateway whatever deadline the client asked for
 (`max_deadline_s` for unary calls, `max_stream_s` for UpsertProducts streams): past it the call
 ends with DEADLINE_EXCEEDED. The rate limit (`rate_limit_rps`, bucket `rate_limit_burst`) counts
 calls per API key name, or per client address for calls without a valid key, and answers
-RESOURCE_EXHAUSTED. Health checks are never limited. The number of calls in progress is capped by
+RESOURCE_EXHAUSTED. A cancellation leaking out of a dependency (not of the call itself) is answered
+UNAVAILABLE instead of leaving the client waiting for its deadline. Health checks are never limited. A message that does not parse (e.g. invalid
+UTF-8 in a string field) would otherwise fail inside grpc as UNKNOWN; here it is INVALID_ARGUMENT. The number of calls in progress is capped by
 grpc itself (`maximum_concurrent_rpcs`, see gateway/server.py).
 """
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import OrderedDict
-from typing import Awaitable, Callable
+from typing import AsyncIterator, Awaitable, Callable
 
 import grpc
 
 from gateway.auth import OPEN_PREFIXES, KeyRing, presented_key
+from gateway.errors import InvalidInput
+
+log = logging.getLogger("gateway.limits")
 
 MAX_BUCKETS = 10_000  # identities remembered; the least recently seen are forgotten first
 
@@ -55,6 +62,40 @@ class RateLimiter:
         return bucket.take(now)
 
 
+class Undecodable:
+    """Stands in for a request message that did not parse."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+
+def tolerant(deserializer: Callable[[bytes], object] | None) -> Callable[[bytes], object] | None:
+    """`deserializer` that returns Undecodable instead of raising (grpc would answer UNKNOWN)."""
+    if deserializer is None:
+        return None
+
+    def parse(data: bytes) -> object:
+        try:
+            return deserializer(data)
+        except Exception as exc:  # noqa: BLE001 - DecodeError, or anything a bad message provokes
+            return Undecodable(exc)
+
+    return parse
+
+
+def _not_a_message(what: str, error: Exception) -> str:
+    return f"{what} is not a valid protobuf message of this method (strings must be UTF-8): {error}"
+
+
+async def checked_stream(requests: AsyncIterator[object]) -> AsyncIterator[object]:
+    index = 0
+    async for request in requests:
+        if isinstance(request, Undecodable):
+            raise InvalidInput(_not_a_message(f"stream item {index}", request.error))
+        yield request
+        index += 1
+
+
 def _peer_host(context: grpc.aio.ServicerContext) -> str:
     peer = context.peer() or "unknown"  # ipv4:127.0.0.1:5555 / ipv6:[::1]:5555
     return peer.rsplit(":", 1)[0]
@@ -84,6 +125,10 @@ class LimitsInterceptor(grpc.aio.ServerInterceptor):
         method, limiter = details.method, self.limiter
 
         async def behavior(request_or_iterator, context: grpc.aio.ServicerContext):
+            if streaming:
+                request_or_iterator = checked_stream(request_or_iterator)
+            elif isinstance(request_or_iterator, Undecodable):
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, _not_a_message("the request", request_or_iterator.error))
             if limiter is not None:
                 identity = key_identity or f"peer:{_peer_host(context)}"
                 if not limiter.allow(identity):
@@ -96,8 +141,16 @@ class LimitsInterceptor(grpc.aio.ServerInterceptor):
                     return await inner(request_or_iterator, context)
             except TimeoutError:
                 await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, f"{method} ran past the gateway's cap of {cap:g}s per call")
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise  # the call itself was cancelled (client gone, server stopping)
+                # A cancellation leaking out of a dependency (e.g. its channel closed under the call) would leave
+                # the call unanswered until the client's deadline: answer it now.
+                log.warning("%s: a dependency call was cancelled under it; answering UNAVAILABLE", method)
+                await context.abort(grpc.StatusCode.UNAVAILABLE, f"{method}: a dependency call was cancelled (it is restarting?); retry")
 
-        kwargs = dict(request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer)
+        kwargs = dict(request_deserializer=tolerant(handler.request_deserializer), response_serializer=handler.response_serializer)
         if streaming:
             return grpc.stream_unary_rpc_method_handler(behavior, **kwargs)
         return grpc.unary_unary_rpc_method_handler(behavior, **kwargs)

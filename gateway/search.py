@@ -176,8 +176,7 @@ class Candidates:
             return self._top([(row, self._row_scores(row, {})) for _, _, row in hits])
         lists = await self._channel_lists()
         union = list(dict.fromkeys(i for hits in lists.values() for i in hits))
-        scores, masks = await self._complete(lists, union)
-        keyword = await self._keyword_scores(union)
+        (scores, masks), keyword = await asyncio.gather(self._complete(lists, union), self._keyword_scores(union))
         ranked = []
         for item in union:
             channel_scores = dict(scores[item])

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Annotated, Any, Literal, Sequence
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -134,7 +134,7 @@ class Settings(BaseSettings):
 
     # security (docs/security.md) -------------------------------------------------------------
     api_keys_file: Path | None = Field(None, description="API keys, one 'name scopes key' per line (docs/security.md); with keys set, writes need a key")
-    api_keys: str = Field("", description="API keys inline, entries separated by ';' (same format as the file)")
+    api_keys: SecretStr = Field(SecretStr(""), description="API keys inline, entries separated by ';' (same format as the file)")
     require_read_key: bool = Field(False, description="reads (Search, Get, Describe, Embed) need a read key too")
     tls_cert: Path | None = Field(None, description="PEM certificate chain: serve TLS (with tls_key)")
     tls_key: Path | None = Field(None, description="PEM private key of tls_cert")

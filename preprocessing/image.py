@@ -32,7 +32,7 @@ class ImageLimits:
 
     max_bytes: int = 20 * 1024 * 1024
     max_pixels: int = 40_000_000
-    min_side: int = 8
+    min_side: int = 1  # a 1x1 image is upscaled like any other
 
 
 @dataclass(frozen=True)
@@ -67,6 +67,18 @@ def decode_image(data: bytes, limits: ImageLimits = ImageLimits()) -> Image.Imag
     EXIF orientation is applied (phone photos), and transparency is composited on white, which is
     how product shots with transparent backgrounds are shown in a shop.
     """
+    image = _open(data, limits, load=True)
+    image = ImageOps.exif_transpose(image)
+    return to_rgb(image)
+
+
+def probe_image(data: bytes, limits: ImageLimits = ImageLimits()) -> tuple[int, int]:
+    """(width, height) from the header only: the cheap checks of decode_image (empty, byte limit, not an
+    image, decompression bomb, sides) without decoding the pixels; truncation shows only when decoding."""
+    return _open(data, limits, load=False).size
+
+
+def _open(data: bytes, limits: ImageLimits, load: bool) -> Image.Image:
     if not data:
         raise ImageDecodeError("image is empty (0 bytes)")
     if len(data) > limits.max_bytes:
@@ -80,7 +92,8 @@ def decode_image(data: bytes, limits: ImageLimits = ImageLimits()) -> Image.Imag
                 raise ImageDecodeError(
                     f"image is {width}x{height} pixels; the limit is {limits.max_pixels} pixels"
                 )
-            image.load()
+            if load:
+                image.load()
     except ImageDecodeError:
         raise
     except UnidentifiedImageError:  # Pillow's message would show a BytesIO repr
@@ -93,8 +106,7 @@ def decode_image(data: bytes, limits: ImageLimits = ImageLimits()) -> Image.Imag
         raise ImageDecodeError(
             f"image is {image.size[0]}x{image.size[1]} pixels; each side must be >= {limits.min_side}"
         )
-    image = ImageOps.exif_transpose(image)
-    return to_rgb(image)
+    return image
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -143,14 +155,39 @@ def _resize_longest(image: Image.Image, size: tuple[int, int], resample: Image.R
     # open_clip ResizeKeepRatio(longest=1): scale so the image fits inside `size`.
     width, height = image.size
     ratio = max(height / size[0], width / size[1])
-    new_h, new_w = round(height / ratio), round(width / ratio)
+    new_h, new_w = max(1, round(height / ratio)), max(1, round(width / ratio))
     return image.resize((new_w, new_h), resample)
+
+
+MAX_ASPECT = 8.0  # longer / shorter side kept before resizing (see _limit_aspect)
+
+
+def _limit_aspect(image: Image.Image, target: tuple[int, int]) -> Image.Image:
+    """Center-crop the long side to MAX_ASPECT times the short side (times the target's own ratio).
+
+    Resize-shortest then center-crop keeps only the middle of a very long image anyway, but resizing
+    a 1x2000 strip first would make a 224x448000 image; cropping first bounds the work. Images within
+    the ratio (every ordinary photo) are untouched, so parity with open_clip holds for them.
+    """
+    width, height = image.size
+    ratio = MAX_ASPECT * max(target) / min(target)
+    if width > height * ratio:
+        keep = max(1, round(height * ratio))
+        left = (width - keep) // 2
+        return image.crop((left, 0, left + keep, height))
+    if height > width * ratio:
+        keep = max(1, round(width * ratio))
+        top = (height - keep) // 2
+        return image.crop((0, top, width, top + keep))
+    return image
 
 
 def resize_and_crop(image: Image.Image, spec: ImageSpec) -> Image.Image:
     """The geometric part of the transform (PIL in, PIL out)."""
     resample = _PIL_RESAMPLE[spec.interpolation]
     height, width = spec.size
+    if spec.resize_mode != "squash":
+        image = _limit_aspect(image, spec.size)
     if spec.resize_mode == "squash":
         return image.resize((width, height), resample)
     if spec.resize_mode == "longest":
@@ -180,17 +217,6 @@ def preprocess_images(images: Iterable[Image.Image], spec: ImageSpec) -> np.ndar
     if not arrays:
         return np.zeros((0, 3, *spec.size), dtype=np.float32)
     return np.ascontiguousarray(np.stack(arrays), dtype=np.float32)
-
-
-def preprocess_bytes(blobs: Sequence[bytes], spec: ImageSpec, limits: ImageLimits = ImageLimits()) -> np.ndarray:
-    """Untrusted bytes -> model batch; raises ImageDecodeError naming the first bad item."""
-    images = []
-    for index, blob in enumerate(blobs):
-        try:
-            images.append(decode_image(blob, limits))
-        except ImageDecodeError as exc:
-            raise ImageDecodeError(f"image {index}: {exc}") from None
-    return preprocess_images(images, spec)
 
 
 def preprocess_each(

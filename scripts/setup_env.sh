@@ -21,7 +21,7 @@ if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; then
   python -m pip install -q --upgrade pip 2>&1 | grep -v "is ignored" || true
   # torch first, on its own: the pin selects the CPU wheel; the project extras then see it installed.
   python -m pip install -q -c "$ROOT/constraints.txt" torch 2>&1 | grep -v "is ignored" || true
-  python -m pip install -q -c "$ROOT/constraints.txt" -e "$ROOT[export,serving,triton-cpu,plot,test]" 2>&1 | grep -v "is ignored" || true
+  python -m pip install -q -c "$ROOT/constraints.txt" -e "$ROOT[export,serving,triton-cpu,openvino,plot,test]" 2>&1 | grep -v "is ignored" || true
   python -c "from export.torch_compat import import_open_clip; import_open_clip(); import transformers, onnxruntime, tokenizers, pymilvus, tritonclient.grpc" \
     || { echo "[setup] install failed: see pip output above" >&2; exit 1; }
   echo "$WANT" > "$STAMP"

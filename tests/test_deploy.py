@@ -253,7 +253,7 @@ def test_compose_services_and_profiles(compose):
 
 def test_compose_triton_gpu_service(compose):
     triton = compose["services"]["triton"]
-    assert sorted(triton["ports"]) == ["8000:8000", "8001:8001", "8002:8002"]
+    assert "ports" not in triton and sorted(triton["expose"]) == ["8000", "8001", "8002"]  # compose network only
     devices = triton["deploy"]["resources"]["reservations"]["devices"]
     assert devices == [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]
     assert "models:/models:ro" in triton["volumes"]
@@ -268,7 +268,7 @@ def test_compose_triton_gpu_service(compose):
 
 def test_compose_triton_cpu_service(compose):
     triton = compose["services"]["triton-cpu"]
-    assert sorted(triton["ports"]) == ["8000:8000", "8001:8001", "8002:8002"]
+    assert "ports" not in triton and sorted(triton["expose"]) == ["8000", "8001", "8002"]
     assert "deploy" not in triton, "the CPU profile must not reserve a GPU"
     assert triton["networks"]["default"]["aliases"] == ["triton"]
     assert "models:/models:ro" in triton["volumes"]
@@ -289,13 +289,103 @@ def test_compose_gateway_is_wired_by_service_name(compose):
         host, port = env["MM_TRITON_URL"].rsplit(":", 1)
         triton = services[triton_name]
         names = {triton_name, *triton.get("networks", {}).get("default", {}).get("aliases", [])}
-        assert host in names and f"{port}:{port}" in triton["ports"]
+        assert host in names and port in triton["expose"]
         # MM_STORE_URI names the Milvus service and its gRPC port
         match = re.fullmatch(r"http://(?P<host>[\w-]+):(?P<port>\d+)", env["MM_STORE_URI"])
-        assert match and match["host"] == "milvus" and f"{match['port']}:{match['port']}" in services["milvus"]["ports"]
+        assert match and match["host"] == "milvus" and match["port"] in services["milvus"]["expose"]
         assert f"{env['MM_PORT']}:{env['MM_PORT']}" in gateway["ports"]
-        assert f"{env['MM_METRICS_PORT']}:{env['MM_METRICS_PORT']}" in gateway["ports"]
+        assert f"127.0.0.1:{env['MM_METRICS_PORT']}:{env['MM_METRICS_PORT']}" in [interpolate(p) for p in gateway["ports"]]
         assert gateway["healthcheck"]["test"] == ["CMD", "python", "/usr/local/bin/mm-healthcheck"]
+
+
+def test_compose_publishes_only_the_gateway(compose):
+    """Milvus (no auth) and Triton (model control) stay on the compose network; metrics stay host-local by default."""
+    for name, service in compose["services"].items():
+        if name in gateway_services(compose):
+            published = [interpolate(p) for p in service["ports"]]
+            assert published == ["50051:50051", "127.0.0.1:9464:9464"], published
+        else:
+            assert "ports" not in service, f"{name} publishes ports on the host"
+
+
+def test_api_keys_and_security_settings_reach_the_gateway(compose):
+    from gateway.settings import Settings
+
+    for name, service in gateway_services(compose).items():
+        env = service["environment"]
+        assert env["MM_API_KEYS"] == "${MM_API_KEYS:-}", "compose takes the keys from .env / the shell, never from the file"
+    assert secret_env()["MM_API_KEYS"] == ""  # the committed Secret holds no key; docs/security.md shows how to create it
+    k8s = k8s_gateway_env()
+    assert {"MM_API_KEYS", "MM_REQUIRE_READ_KEY", "MM_REFLECTION"} <= k8s.keys()
+    assert "MM_API_KEYS" not in configmap_env(), "keys belong in the Secret, not the ConfigMap"
+    assert Settings.model_fields["reflection"].default is False
+
+
+def _policies(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [d for d in docs if d["kind"] == "NetworkPolicy"]
+
+
+def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    if any(labels.get(k) != v for k, v in (selector.get("matchLabels") or {}).items()):
+        return False
+    for expression in selector.get("matchExpressions") or []:
+        value, values = labels.get(expression["key"]), expression.get("values", [])
+        if expression["operator"] == "In" and value not in values:
+            return False
+        if expression["operator"] == "NotIn" and value in values:
+            return False
+    return True
+
+
+# Labels the pods carry: ours (deploy/k8s) and the Milvus Helm release's (chart milvus/milvus, release "milvus").
+PODS = {
+    "gateway": {"app.kubernetes.io/name": "gateway", "app.kubernetes.io/component": "api"},
+    "triton": {"app.kubernetes.io/name": "triton", "app.kubernetes.io/component": "inference"},
+    "milvus": {"app.kubernetes.io/name": "milvus", "app.kubernetes.io/instance": "milvus", "component": "standalone"},
+    "etcd": {"app.kubernetes.io/name": "etcd", "app.kubernetes.io/instance": "milvus"},
+    "minio": {"app": "minio", "release": "milvus"},
+    "export": {"app.kubernetes.io/name": "export"},
+    "intruder": {"app.kubernetes.io/name": "debug-shell"},
+}
+
+
+def _allowed(policies: list[dict[str, Any]], source: str, target: str, port: int | str) -> bool:
+    """Whether pod `source` (same namespace) may open `port` on pod `target` under these policies."""
+    selecting = [p for p in policies if _selects(p["spec"]["podSelector"], PODS[target]) and "Ingress" in p["spec"]["policyTypes"]]
+    assert selecting, f"no policy selects {target}"
+    for policy in selecting:
+        for rule in policy["spec"].get("ingress", []):
+            peers = rule.get("from")
+            from_ok = peers is None or any("podSelector" in peer and "namespaceSelector" not in peer
+                                           and _selects(peer["podSelector"], PODS[source]) for peer in peers)
+            ports = rule.get("ports")
+            port_ok = ports is None or any(p["port"] == port for p in ports)
+            if from_ok and port_ok:
+                return True
+    return False
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_network_policies_let_only_the_gateway_reach_triton_and_milvus(overlay):
+    docs = kustomize(K8S / "overlays" / overlay)
+    policies = _policies(docs)
+    deny = find(docs, "NetworkPolicy", "default-deny-ingress")
+    assert deny["spec"]["podSelector"] == {} and "ingress" not in deny["spec"]
+    for source in ("intruder", "export", "triton"):
+        assert not _allowed(policies, source, "milvus", 19530), source
+    for source in ("intruder", "export", "milvus"):
+        for port in (8000, 8001, 8002):  # model control (HTTP/gRPC) is not reachable from other pods
+            assert not _allowed(policies, source, "triton", port), (source, port)
+    assert _allowed(policies, "gateway", "triton", 8001) and _allowed(policies, "gateway", "milvus", 19530)
+    assert not _allowed(policies, "gateway", "triton", 8000)  # the gateway needs gRPC inference only
+    assert _allowed(policies, "intruder", "gateway", "grpc")  # clients reach the gateway's API ...
+    assert not _allowed(policies, "intruder", "gateway", "metrics")  # ... not its metrics (monitoring namespace only)
+    for dependency in ("etcd", "minio"):
+        assert _allowed(policies, "milvus", dependency, 2379) and not _allowed(policies, "gateway", dependency, 2379)
+    # the ports named in the policies are the ports the pods declare
+    gateway = find(docs, "Deployment", "gateway")
+    names = {p["name"] for c in containers(gateway) for p in c["ports"]}
+    assert {"grpc", "metrics"} <= names
 
 
 def test_compose_milvus_follows_its_documented_layout(compose):
@@ -598,7 +688,7 @@ def test_dockerfiles_copy_existing_paths_and_every_package():
 
 def test_gateway_image_is_slim_non_root_and_health_checked():
     text = (DOCKER / "gateway.Dockerfile").read_text()
-    assert re.search(r'pip install -c constraints\.txt "\.\[serving\]"', text)
+    assert re.search(r'pip install -c constraints\.txt "\.\[serving,openvino\]"', text)  # the serving extra and the shipped CPU engine
     assert re.search(r"^USER 10001:10001$", text, re.MULTILINE)
     assert re.search(r'^HEALTHCHECK .*\n\s+CMD \["python", "/usr/local/bin/mm-healthcheck"\]', text, re.MULTILINE)
     assert "COPY deploy/docker/healthcheck.py /usr/local/bin/mm-healthcheck" in text

@@ -265,3 +265,20 @@ def test_stream_deadline_cap_and_concurrency_cap(mutual, pki):
         assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert all(f.result().ok == 1 for f in slow)
         assert list(stub.GetProducts(pb.GetProductsRequest(ids=["x"]), timeout=10).not_found) == ["x"]  # and it serves again
+
+
+def test_unary_deadline_cap(gateway_repository, tmp_path):
+    """A cap far below what a call needs: every unary call ends DEADLINE_EXCEEDED at the cap, health stays open."""
+    gateway = start_gateway(gateway_repository, str(tmp_path / "products.db"), tmp_path, "--max-deadline-s", "0.001")
+    try:
+        started = time.monotonic()
+        with pytest.raises(grpc.RpcError) as info:  # the client would wait 30 s
+            gateway.stub.Embed(pb.EmbedRequest(texts=["a text to embed"] * 32, images=[png(i) for i in range(32)]), timeout=30)
+        assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED and "cap of 0.001s" in info.value.details()
+        assert time.monotonic() - started < 5
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        status = health_pb2_grpc.HealthStub(gateway.channel).Check(health_pb2.HealthCheckRequest(), timeout=5).status
+        assert status == health_pb2.HealthCheckResponse.SERVING
+    finally:
+        gateway.stop()

@@ -12,8 +12,8 @@ from preprocessing.image import (
     ImageLimits,
     ImageSpec,
     decode_image,
-    preprocess_bytes,
     preprocess_images,
+    resize_and_crop,
 )
 
 open_clip = import_open_clip()
@@ -107,7 +107,8 @@ def test_limits_on_size_pixels_and_sides(real_photos):
     with pytest.raises(ImageDecodeError, match="pixels; the limit"):
         decode_image(blob, ImageLimits(max_pixels=512 * 511))
     with pytest.raises(ImageDecodeError, match="each side must be"):
-        decode_image(encode(Image.new("RGB", (4, 300)), "PNG"))
+        decode_image(encode(Image.new("RGB", (4, 300)), "PNG"), ImageLimits(min_side=8))
+    assert decode_image(encode(Image.new("RGB", (1, 1)), "PNG")).size == (1, 1)  # served by default
 
 
 def test_decompression_bomb_is_refused_before_decoding():
@@ -117,7 +118,13 @@ def test_decompression_bomb_is_refused_before_decoding():
         decode_image(bomb)
 
 
-def test_preprocess_bytes_names_the_bad_item(real_photos):
-    good = encode(real_photos["chelsea"])
-    with pytest.raises(ImageDecodeError, match="image 1:"):
-        preprocess_bytes([good, b"garbage", good], ImageSpec(size=(32, 32)))
+def test_extreme_aspect_ratio_is_cropped_before_resizing():
+    # A 1x3000 strip, red in its middle third: resize-shortest would first make it 224x672000.
+    strip = Image.new("RGB", (1, 3000), (0, 0, 255))
+    strip.paste((255, 0, 0), (0, 1000, 1, 2000))
+    spec = ImageSpec(size=(224, 224))
+    out = resize_and_crop(strip, spec)
+    assert out.size == (224, 224) and out.getpixel((112, 112)) == (255, 0, 0)
+    assert preprocess_images([strip, Image.new("RGB", (3000, 2))], spec).shape == (2, 3, 224, 224)
+    longest = ImageSpec(size=(224, 224), resize_mode="longest")
+    assert resize_and_crop(Image.new("RGB", (5000, 1)), longest).size == (224, 224)  # no zero-height resize

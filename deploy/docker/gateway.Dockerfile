@@ -24,7 +24,7 @@ COPY triton_runner/ triton_runner/
 COPY quality/ quality/
 # Exactly the versions CI tested (constraints.txt). "serving" = grpcio (+health, reflection),
 # tritonclient, pymilvus, prometheus-client, pydantic-settings; no torch.
-RUN pip install -c constraints.txt ".[serving]"
+RUN pip install -c constraints.txt ".[serving,openvino]"   # openvino: the shipped CPU engine (MM_ENGINE=auto)
 
 # ---- runtime stage ---------------------------------------------------------------------------------
 FROM python:3.11-slim-bookworm

@@ -26,7 +26,7 @@ COPY triton_runner/ triton_runner/
 COPY quality/ quality/
 # Base deps (numpy<2 -- the python backend stub needs numpy 1.x) + nvidia-pytriton (tritonserver) +
 # tritonclient (the renderer parses configs with Triton's ModelConfig protobuf). No torch.
-RUN pip install -c constraints.txt ".[triton-cpu]" "tritonclient[grpc]"
+RUN pip install -c constraints.txt ".[triton-cpu,openvino]" "tritonclient[grpc]"
 COPY deploy/docker/triton_cpu_serve.py /usr/local/bin/mm-triton-cpu
 RUN groupadd --system --gid 10001 mm \
  && useradd --system --uid 10001 --gid mm --home-dir /home/mm --create-home --shell /usr/sbin/nologin mm \
