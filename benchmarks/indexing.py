@@ -33,7 +33,7 @@ def make_folder(folder: Path, n: int, size=(640, 480)) -> Path:
     """n JPEG product photos with titles; returns catalog.jsonl (the peer reads the .jpg/.txt pairs)."""
     from PIL import Image
 
-    from client.sample_catalog import BRANDS, CATEGORIES, COLOURS, NOUN, find_fashion_mnist, read_idx
+    from quality.sample_catalog import BRANDS, CATEGORIES, COLOURS, NOUN, find_fashion_mnist, read_idx
 
     folder.mkdir(parents=True, exist_ok=True)
     source = find_fashion_mnist()

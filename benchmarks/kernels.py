@@ -53,7 +53,7 @@ def evaluation_set(catalog_size: int, queries: int) -> tuple[list, list[str], li
     from PIL import Image
 
     try:
-        from client.sample_catalog import find_fashion_mnist, read_idx
+        from quality.sample_catalog import find_fashion_mnist, read_idx
 
         folder = find_fashion_mnist()
         pixels = read_idx(folder / "t10k-images-idx3-ubyte.gz")[: catalog_size + queries]

@@ -19,7 +19,7 @@ from export.sample_inputs import sample_images, sample_texts
 def calibration_images(count: int = 64, seed: int = 1) -> list[Image.Image]:
     images: list[Image.Image] = []
     try:
-        from client.sample_catalog import find_fashion_mnist, read_idx
+        from quality.sample_catalog import find_fashion_mnist, read_idx
 
         folder = find_fashion_mnist()
         if folder is not None and (folder / "train-images-idx3-ubyte.gz").is_file():
@@ -41,7 +41,7 @@ def calibration_images(count: int = 64, seed: int = 1) -> list[Image.Image]:
 
 
 def calibration_texts(count: int = 64, seed: int = 1) -> list[str]:
-    from client.sample_catalog import BRANDS, COLOURS, MATERIALS, NOUN, TITLES
+    from quality.sample_catalog import BRANDS, COLOURS, MATERIALS, NOUN, TITLES
 
     rng = random.Random(seed)
     texts = list(sample_texts())

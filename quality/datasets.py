@@ -1,9 +1,10 @@
 """Data adapters -> `PairSet` (images, candidate texts, optional labels) for fine-tuning and evaluation.
 
 Sources: a catalog JSONL/CSV (client's format: id, image, title, description, category), a
-Conceptual Captions style TSV (caption<TAB>image file), and Fashion-MNIST's IDX files (titles from
-the category names with varied templates and synonyms). Images stay as files or uint8 arrays until
-the trainer renders them at the model's size.
+Conceptual Captions style TSV (caption<TAB>image file), COCO / Flickr30k Karpathy-split JSON
+(dataset_coco.json, dataset_flickr30k.json), and Fashion-MNIST's IDX files or the shipped subset
+(texts: train frames x train nouns of quality/vocabulary.py only). Images stay as files or uint8
+arrays until the trainer renders them at the model's size.
 """
 from __future__ import annotations
 
@@ -17,28 +18,8 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from client.sample_catalog import CATEGORIES, find_fashion_mnist, read_idx
-
-# Fashion-MNIST category -> words a shopper would type (the first is the canonical query noun).
-FMNIST_SYNONYMS: dict[str, list[str]] = {
-    "T-shirt/top": ["t-shirt", "tee", "top", "tshirt", "t-shirt/top"],
-    "Trouser": ["trousers", "pants", "trouser", "jeans"],
-    "Pullover": ["pullover", "sweater", "jumper"],
-    "Dress": ["dress", "gown", "frock"],
-    "Coat": ["coat", "jacket", "overcoat"],
-    "Sandal": ["sandal", "sandals", "summer sandals"],
-    "Shirt": ["shirt", "button-up shirt", "blouse"],
-    "Sneaker": ["sneaker", "sneakers", "trainers", "running shoes"],
-    "Bag": ["bag", "handbag", "purse", "tote bag"],
-    "Ankle boot": ["ankle boot", "ankle boots", "boots", "boot"],
-}
-TEMPLATES = [
-    "{c}", "a photo of a {c}", "a {c}", "a {c} product photo", "photo of {c}", "a picture of a {c}",
-    "product image: {c}", "a black and white photo of a {c}", "{c} for sale", "a close-up photo of the {c}",
-]
-# Category queries of the acceptance test: one canonical query per class.
-QUERY_TEMPLATES = ["{c}", "a photo of a {c}"]
-
+from quality.sample_catalog import find_fashion_mnist, read_idx
+from quality.vocabulary import CATEGORIES, train_texts
 
 @dataclass
 class PairSet:
@@ -141,23 +122,34 @@ def load_cc_tsv(path: Path, image_root: Path | None = None) -> PairSet:
     return PairSet(images=images, texts=texts, ids=[str(i) for i in range(len(images))])
 
 
-def fashion_mnist_texts(category: str) -> list[str]:
-    """Every template x synonym of one category: the text side of a Fashion-MNIST pair."""
-    return [t.format(c=s) for s in FMNIST_SYNONYMS[category] for t in TEMPLATES]
-
-
-def load_fashion_mnist(split: str = "train", folder: Path | None = None, limit: int | None = None, seed: int = 0) -> PairSet:
-    """Fashion-MNIST's IDX files -> RGB uint8 photos inverted to dark-on-white, as the sample catalog shows them."""
-    folder = folder or find_fashion_mnist()
+def fashion_mnist_arrays(split: str, folder: Path | None = None, subset: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(images N x 28 x 28 uint8 white-on-black, labels) of a split: the Debian dataset when installed
+    (and `subset` is False), else the subset shipped in quality/data (tests and CI need no apt)."""
+    folder = None if subset else folder or find_fashion_mnist()
     prefix = {"train": "train", "test": "t10k"}[split]
-    if folder is None or not (folder / f"{prefix}-images-idx3-ubyte.gz").is_file():
-        raise FileNotFoundError("Fashion-MNIST not found: apt-get install -y dataset-fashion-mnist")
-    images = read_idx(folder / f"{prefix}-images-idx3-ubyte.gz")
-    labels = read_idx(folder / f"{prefix}-labels-idx1-ubyte.gz").astype(np.int64)
+    if folder is not None and (folder / f"{prefix}-images-idx3-ubyte.gz").is_file():
+        return read_idx(folder / f"{prefix}-images-idx3-ubyte.gz"), read_idx(folder / f"{prefix}-labels-idx1-ubyte.gz").astype(np.int64)
+    return fashion_mnist_subset(split)
+
+
+SUBSET = Path(__file__).parent / "data" / "fashion_mnist_subset.npz"
+
+
+def fashion_mnist_subset(split: str) -> tuple[np.ndarray, np.ndarray]:
+    """The shipped subset (quality/data/README.md: which images, MIT licence)."""
+    with np.load(SUBSET) as data:
+        return data[f"{split}_images"], data[f"{split}_labels"].astype(np.int64)
+
+
+def load_fashion_mnist(split: str = "train", folder: Path | None = None, limit: int | None = None, seed: int = 0,
+                       subset: bool = False) -> PairSet:
+    """Fashion-MNIST -> RGB uint8 photos inverted to dark-on-white, as the catalogs show them; texts are the
+    train frames x train nouns only (quality/vocabulary.py), so held-out frames and synonyms stay unseen."""
+    images, labels = fashion_mnist_arrays(split, folder, subset)
     order = np.arange(len(labels))
     if limit is not None and limit < len(labels):
         order = np.sort(np.random.default_rng(seed).permutation(len(labels))[:limit])
-    per_class = [fashion_mnist_texts(c) for c in CATEGORIES]
+    per_class = [train_texts(c) for c in CATEGORIES]
     return PairSet(
         images=255 - images[order],
         texts=[per_class[int(label)] for label in labels[order]],
@@ -168,10 +160,25 @@ def load_fashion_mnist(split: str = "train", folder: Path | None = None, limit: 
     )
 
 
-def category_queries(class_names: Sequence[str]) -> list[tuple[str, int]]:
-    """(query text, class index) for category search: 'ankle boot', 'a photo of a ankle boot', ..."""
-    out = []
-    for label, name in enumerate(class_names):
-        noun = FMNIST_SYNONYMS.get(name, [name.lower()])[0]
-        out.extend((t.format(c=noun), label) for t in QUERY_TEMPLATES)
-    return out
+def load_karpathy(path: Path, image_root: Path | None = None, split: str = "test") -> PairSet:
+    """COCO / Flickr30k Karpathy-split JSON (dataset_coco.json, dataset_flickr30k.json): the images of
+    one split with their (usually five) captions; COCO's `filepath` (val2014/...) is honoured."""
+    path = Path(path)
+    root = Path(image_root) if image_root else path.parent
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if "images" not in data:
+        raise ValueError(f"{path}: not a Karpathy split file (no 'images' list)")
+    images, texts, ids = [], [], []
+    for entry in data["images"]:
+        if entry.get("split") != split and not (split == "train" and entry.get("split") == "restval"):
+            continue
+        captions = [s.get("raw") or " ".join(s.get("tokens", [])) for s in entry.get("sentences", [])]
+        captions = [c.strip() for c in captions if c and c.strip()]
+        if not captions:
+            continue
+        images.append(root / entry.get("filepath", "") / entry["filename"])
+        texts.append(captions)
+        ids.append(str(entry.get("cocoid", entry.get("imgid", len(ids)))))
+    if not images:
+        raise ValueError(f"{path}: no images in split {split!r}")
+    return PairSet(images=images, texts=texts, ids=ids)

@@ -1,307 +1,409 @@
-"""Evaluation harness: search quality through the real system (gateway + backend + Milvus) and by exact
-brute force on the same vectors, with an ablation per channel.
+"""The leak-free evaluation: reference baselines and fusion variants (tuned on validation, reported on test), and
+the same searches through the real gateway + Milvus Lite, compared with the reference.
 
-Queries on a catalog with categories as ground truth (a same-category product is relevant):
-text->image (category queries such as "ankle boot", "a photo of a dress"), image->image (catalog
-photos as queries, the query product itself excluded) and composed (photo + text modifier).
-Ablations: each channel alone (multi_vector with weights 1/0/0 ...), the stored fused vector
-(default weights), multi_vector weighted with default weights, and multi_vector RRF. The exact
-figures use vectors read back from the store (GetProducts include_vectors) and query vectors from
-Embed, so the gap between the two columns is the ANN/store's share, nothing else.
+One run: build the validation and test splits (quality/evalset.py), recompute every vector from the
+checkpoint (quality/reference.py), fit calibration and choose weights per query type on validation
+(quality/tuning.py), score every method on test with 95% bootstrap intervals, then index the test
+catalog through UpsertProducts and send every test query through Search in each gateway mode
+(quality/system.py). Writes eval.json, eval.md and eval.png.
 """
 from __future__ import annotations
 
+import io
 import json
-import os
-import random
-import subprocess
-import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
+from PIL import Image
 
-from gateway import launcher
-from quality.datasets import FMNIST_SYNONYMS, category_queries
-from quality.metrics import summarize
+from quality.evalset import EvalSplit, NoiseConfig, SplitSizes, build_splits, write_split
+from quality.metrics import bootstrap_ci, per_query
+from quality.reference import (CHANNELS, Calibration, Catalog, ReferenceModel, ReferenceTagger, Scores, build_catalog,
+                               channel_scores, compose)
+from quality.tuning import Variant, grid_search
 
-ROOT = Path(__file__).resolve().parents[1]
-CHANNELS = ("image", "title", "caption")
-DEFAULT_WEIGHTS = {"image": 0.5, "title": 0.3, "caption": 0.2}
-
-
-@dataclass(frozen=True)
-class Ablation:
-    name: str
-    mode: str  # fused | multi_vector
-    weights: dict[str, float] | None = None  # None = the gateway's defaults
-    combine: str = "weighted"
-
-
-ABLATIONS = [
-    Ablation("image only", "multi_vector", {"image": 1.0, "title": 0.0, "caption": 0.0}),
-    Ablation("title only", "multi_vector", {"image": 0.0, "title": 1.0, "caption": 0.0}),
-    Ablation("caption/tags only", "multi_vector", {"image": 0.0, "title": 0.0, "caption": 1.0}),
-    Ablation("fused (default weights)", "fused"),
-    Ablation("multi_vector weighted", "multi_vector"),
-    Ablation("multi_vector rrf", "multi_vector", combine="rrf"),
-]
+TASKS = ("text->image", "image->image", "composed", "brand/SKU", "text mix")
+QUERY_TYPES = ("text", "image", "composed")
+KIND_OF_TASK = {"text->image": ("text",), "image->image": ("image",), "composed": ("composed",), "brand/SKU": ("brand_sku",),
+                "text mix": ("text", "brand_sku")}
+METRICS = ("P@10", "R@10", "nDCG@10")
+CALIBRATION_MARGIN = 0.01  # mean validation P@10 over the three query types
 
 
 @dataclass
 class EvalConfig:
     repository: Path
     out: Path = Path("runs/eval")
-    address: str | None = None
-    catalog: Path | None = None
-    limit: int = 10000
-    image_queries: int = 200
-    top_k: int = 10
-    store_uri: str | None = None
     workdir: Path = Path("runs/eval-work")
-    skip_index: bool = False
+    sizes: SplitSizes = SplitSizes()
+    noise: NoiseConfig = NoiseConfig()
     seed: int = 0
     text_weight: float = 0.5
+    k: int = 10
+    gateway: bool = True
+    address: str | None = None
     gateway_args: list[str] = field(default_factory=list)
-    ablations: list[Ablation] = field(default_factory=lambda: list(ABLATIONS))
+    per_facet: int = 2
+    step: float = 0.1
+    bootstrap: int = 2000
+    gateway_modes: tuple[str, ...] | None = None  # None = every mode of gateway_modes()
+    source: tuple[np.ndarray, np.ndarray] | None = None  # (images, labels); default Fashion-MNIST's test split
+
+
+def default_weights(query_type: str) -> dict[str, float]:
+    """The gateway's configured default weights of a query type (its settings object, the one source of defaults)."""
+    from gateway.settings import Settings
+
+    return dict(Settings().query_weights(query_type))
+
+
+def candidates() -> int:
+    """Candidates per channel of the gateway's multi_vector mode (RRF ranks within them)."""
+    from gateway.settings import Settings
+
+    return int(Settings().multi_vector_candidates)
+
+
+# -- reference side ------------------------------------------------------------------------------
+@dataclass
+class Prepared:
+    split: EvalSplit
+    folder: Path
+    ids: list[str]
+    catalog: Catalog  # with tags
+    no_tags: Catalog  # the caption/tags channel absent (no BLIP, no tags)
+    scores: dict[str, Scores]  # per query kind, with tags
+    scores_no_tags: dict[str, Scores]
+    relevant: dict[str, list[set]]
+    queries: dict[str, list]
+
+
+def prepare(split: EvalSplit, folder: Path, model: ReferenceModel, tagger: ReferenceTagger, text_weight: float,
+            log: Callable[[str], None]) -> Prepared:
+    started = time.perf_counter()
+    write_split(split, folder)
+    ids = [p.id for p in split.products]
+    photos = (Image.open(folder / "images" / f"{pid}.png") for pid in ids)
+    catalog = build_catalog(model, ids, photos, [p.title for p in split.products], [p.description for p in split.products], tagger)
+    no_tags = Catalog(catalog.ids, catalog.vectors, {**catalog.present, "caption": np.zeros(len(ids), bool)}, catalog.texts,
+                      [[] for _ in ids], catalog.bm25)
+    position = {pid: i for i, pid in enumerate(ids)}
+    texts = sorted({q.text for q in split.queries if q.text})
+    text_vec = dict(zip(texts, model.texts(texts)))
+    scores, scores_nt, relevant, queries = {}, {}, {}, {}
+    for kind in ("text", "image", "composed", "brand_sku"):
+        qs = [q for q in split.queries if q.kind == kind]
+        q = np.stack([compose(catalog.vectors["image"][position[x.image_id]] if x.image_id else None, text_vec.get(x.text),
+                              text_weight) for x in qs])
+        exclude = [position[x.exclude] if x.exclude else -1 for x in qs]
+        keyword_texts = [x.text if x.kind in ("text", "brand_sku") else "" for x in qs]  # BM25 serves text queries only
+        scores[kind] = channel_scores(catalog, q, keyword_texts, exclude)
+        scores_nt[kind] = Scores(scores[kind].channel, no_tags.present, scores[kind].exclude)
+        relevant[kind] = [x.relevant for x in qs]
+        queries[kind] = qs
+    log(f"[reference] {split.name}: {len(ids)} products, {len(split.queries)} queries in {time.perf_counter() - started:.1f} s")
+    return Prepared(split, folder, ids, catalog, no_tags, scores, scores_nt, relevant, queries)
+
+
+def stack(parts: Sequence[Scores]) -> Scores:
+    return Scores({c: np.concatenate([p.channel[c] for p in parts]) for c in parts[0].channel}, parts[0].present,
+                  np.concatenate([p.exclude for p in parts]))
+
+
+def task_scores(prep: Prepared, task: str, tags: bool = True) -> tuple[Scores, list[set], list]:
+    source = prep.scores if tags else prep.scores_no_tags
+    kinds = KIND_OF_TASK[task]
+    return (stack([source[k] for k in kinds]), [r for k in kinds for r in prep.relevant[k]], [q for k in kinds for q in prep.queries[k]])
 
 
 @dataclass
-class Query:
-    task: str  # text->image | image->image | composed
-    text: str
-    image_id: str | None  # a catalog product whose photo is the query image
-    relevant: set[str]
-    exclude: str | None = None  # the query product itself (not a result)
+class Method:
+    """A reference method: a variant per query type, on the catalog with or without tags."""
+
+    name: str
+    variants: dict[str, Variant]  # query type -> variant
+    tags: bool = True
+    tasks: tuple[str, ...] = TASKS
+    gateway_twin: str | None = None  # the gateway mode that should equal it
+
+    def rankings(self, prep: Prepared, task: str, calibration: Calibration | None, k: int) -> list[list[str]]:
+        s, _, queries = task_scores(prep, task, self.tags)
+        out: list[list[str]] = [[] for _ in queries]
+        for qtype in dict.fromkeys(q.query_type for q in queries):
+            rows = np.asarray([i for i, q in enumerate(queries) if q.query_type == qtype])
+            for i, ranked in zip(rows, self.variants[qtype].rankings(s.subset(rows), qtype, calibration, prep.ids, k)):
+                out[i] = ranked
+        return out
 
 
-# -- catalog and queries ------------------------------------------------------------------------
-def read_rows(catalog: Path) -> list[dict]:
-    return [json.loads(line) for line in catalog.read_text(encoding="utf-8").splitlines() if line.strip()]
+def same(variant: Variant) -> dict[str, Variant]:
+    return {t: variant for t in QUERY_TYPES}
 
 
-def noun(category: str) -> str:
-    return FMNIST_SYNONYMS.get(category, [category.lower()])[0]
+def tune(val: Prepared, calibration: Calibration, step: float, log: Callable[[str], None]) -> dict[str, Any]:
+    """Weights per query type for each tuned variant, chosen on validation; and whether to calibrate."""
+    chosen: dict[str, Any] = {"raw": {}, "calibrated": {}, "no_tags": {}, "hybrid": {}, "validation": {}}
+    for qtype, task in (("text", "text->image"), ("image", "image->image"), ("composed", "composed")):
+        s, rel, _ = task_scores(val, task)
+        for label, calibrated in (("raw", False), ("calibrated", True)):
+            weights, value, _ = grid_search(s, rel, val.ids, qtype, CHANNELS, calibration, calibrated, step=step, progress=log)
+            chosen[label][qtype] = weights
+            chosen["validation"][f"{label} {qtype}"] = value
+        s_nt, rel, _ = task_scores(val, task, tags=False)
+        weights, value, _ = grid_search(s_nt, rel, val.ids, qtype, ("image", "title"), calibration, False, step=step, progress=log)
+        chosen["no_tags"][qtype] = {**weights, "caption": 0.0}
+        chosen["validation"][f"no_tags {qtype}"] = value
+    mean = {label: np.mean([chosen["validation"][f"{label} {t}"] for t in QUERY_TYPES]) for label in ("raw", "calibrated")}
+    # calibration is one more thing to ship and keep in step: it must beat raw weights by CALIBRATION_MARGIN
+    chosen["calibrate"] = bool(mean["calibrated"] > mean["raw"] + CALIBRATION_MARGIN)
+    s, rel, _ = task_scores(val, "text mix")
+    for calibrated in (False, True):
+        weights, value, _ = grid_search(s, rel, val.ids, "text", (*CHANNELS, "keyword"), calibration, calibrated,
+                                        metric="nDCG@10", step=step, progress=log)
+        chosen["validation"][f"hybrid {'calibrated' if calibrated else 'raw'} text mix nDCG@10"] = value
+        if not chosen["hybrid"] or value > chosen["hybrid"]["value"]:
+            chosen["hybrid"] = {"weights": weights, "calibrated": calibrated, "value": value}
+    label = "calibrated" if chosen["calibrate"] else "raw"
+    best = (-1.0, 0.0)
+    for w in np.round(np.arange(0.0, 1.0 + 1e-9, step), 6):
+        variant = Variant("hybrid_rrf", {**chosen[label]["text"], "keyword": float(w)}, chosen["calibrate"], "hybrid_rrf")
+        value = float(per_query(variant.rankings(s, "text", calibration, val.ids), rel)["nDCG@10"].mean())
+        if value > best[0]:
+            best = (value, float(w))
+    chosen["hybrid_rrf"] = {"keyword": best[1], "value": best[0]}
+    chosen["validation"]["hybrid rrf text mix nDCG@10"] = best[0]
+    log(f"[tune] hybrid RRF keyword list weight {best[1]} -> nDCG@10 {best[0]:.3f}")
+    return chosen
 
 
-def build_queries(rows: Sequence[dict], n_image: int, seed: int) -> list[Query]:
-    """Category text queries, image queries and composed queries, with same-category relevance."""
-    by_category: dict[str, set[str]] = {}
-    for row in rows:
-        by_category.setdefault(row["category"], set()).add(row["id"])
-    names = sorted(by_category, key=lambda c: list(FMNIST_SYNONYMS).index(c) if c in FMNIST_SYNONYMS else 99)
-    queries = [Query("text->image", text, None, by_category[names[label]]) for text, label in category_queries(names)]
-    picks = random.Random(seed).sample(list(rows), min(n_image, len(rows)))
-    for row in picks:
-        relevant = by_category[row["category"]] - {row["id"]}
-        queries.append(Query("image->image", "", row["id"], relevant, exclude=row["id"]))
-    for row in picks:
-        relevant = by_category[row["category"]] - {row["id"]}
-        queries.append(Query("composed", f"a photo of a {noun(row['category'])}", row["id"], relevant, exclude=row["id"]))
-    return queries
+def methods(chosen: Mapping[str, Any]) -> list[Method]:
+    d = {t: default_weights(t) for t in QUERY_TYPES}
+    one = lambda c: {x: float(x == c) for x in CHANNELS}  # noqa: E731
+    label = "calibrated" if chosen["calibrate"] else "raw"
+    shipped = {t: Variant("default", chosen[label][t], chosen["calibrate"]) for t in QUERY_TYPES}
+    hybrid = dict(shipped)
+    hybrid["text"] = Variant("hybrid", chosen["hybrid"]["weights"], chosen["hybrid"]["calibrated"])
+    text_tasks = ("text->image", "brand/SKU", "text mix")
+    return [
+        Method("BM25 title+description", same(Variant("bm25", {"keyword": 1.0})), tasks=text_tasks),
+        Method("image only", same(Variant("image", one("image"))), gateway_twin="image only"),
+        Method("title only", same(Variant("title", one("title"))), gateway_twin="title only"),
+        Method("caption/tags only", same(Variant("caption", one("caption"))), gateway_twin="caption/tags only"),
+        Method("fused, gateway default weights", {t: Variant("fixed", d[t]) for t in QUERY_TYPES}, gateway_twin="fused (default)"),
+        Method("fused, default weights, no tags", {t: Variant("fixed", {**d[t], "caption": 0.0}) for t in QUERY_TYPES}, tags=False),
+        Method("multi-vector RRF, default weights", {t: Variant("rrf", d[t], combine="rrf", depth=candidates()) for t in QUERY_TYPES},
+               gateway_twin="multi_vector rrf (default)"),
+        Method("tuned per query type", {t: Variant("tuned", chosen["raw"][t]) for t in QUERY_TYPES}, gateway_twin="fused, tuned request weights"),
+        Method("calibrated + tuned per query type", {t: Variant("cal", chosen["calibrated"][t], True) for t in QUERY_TYPES}),
+        Method("tuned, no tags", {t: Variant("nt", chosen["no_tags"][t]) for t in QUERY_TYPES}, tags=False),
+        Method(f"SHIPPED DEFAULT ({label} + tuned)", shipped),
+        Method("hybrid: shipped + BM25 keyword (text)", hybrid, tasks=text_tasks),
+        Method("hybrid RRF: shipped list + BM25 list (text)", {**shipped, "text": Variant(
+            "hybrid_rrf", {**chosen[label]["text"], "keyword": chosen["hybrid_rrf"]["keyword"]}, chosen["calibrate"], "hybrid_rrf")},
+            tasks=text_tasks),
+    ]
 
 
-# -- the system ---------------------------------------------------------------------------------
-def start_gateway(cfg: EvalConfig, log: Callable[[str], None]) -> launcher.GatewayProcess:
-    """`python -m gateway` with the local backend on the exported repository and a Milvus Lite file."""
-    store = cfg.store_uri or str(cfg.workdir / "products.db")
-    gateway = launcher.start(cfg.repository, store, cfg.workdir, cfg.gateway_args, log_path=cfg.workdir / "gateway.log", wait=False)
-    log(f"[eval] gateway pid {gateway.proc.pid} on {gateway.address}, store {store}")
-    return gateway
+def summarize_task(rankings: list[list[str]], relevant: list[set], n: int, seed: int) -> dict[str, Any]:
+    values = per_query(rankings, relevant)
+    return {m: dict(zip(("mean", "low", "high"), bootstrap_ci(values[m], n, seed))) for m in METRICS} | {"queries": len(rankings)}
 
 
-def index_catalog(catalog: Path, address: str, log: Callable[[str], None]) -> float:
-    """`python -m client index` as a user runs it; returns seconds."""
+# -- gateway side --------------------------------------------------------------------------------
+def gateway_modes(chosen: Mapping[str, Any]):
+    from quality.system import Mode
+
+    one = lambda c: {x: float(x == c) for x in CHANNELS}  # noqa: E731
+    return [
+        Mode("image only", "multi_vector", weights=one("image")),
+        Mode("title only", "multi_vector", weights=one("title")),
+        Mode("caption/tags only", "multi_vector", weights=one("caption")),
+        Mode("fused (default)", "fused"),
+        Mode("multi_vector weighted (default)", "multi_vector"),
+        Mode("multi_vector rrf (default)", "multi_vector", "rrf"),
+        Mode("fused, tuned request weights", "fused", weights=chosen["raw"]),
+        Mode("multi_vector, tuned request weights", "multi_vector", weights=chosen["raw"]),
+    ]
+
+
+REFERENCE_OF_MODE = {"image only": "image only", "title only": "title only", "caption/tags only": "caption/tags only",
+                     "fused (default)": "fused, gateway default weights", "multi_vector weighted (default)": "fused, gateway default weights",
+                     "multi_vector rrf (default)": "multi-vector RRF, default weights",
+                     "fused, tuned request weights": "tuned per query type", "multi_vector, tuned request weights": "tuned per query type"}
+
+
+def run_gateway(cfg: EvalConfig, test: Prepared, chosen: Mapping[str, Any], log: Callable[[str], None]) -> dict[str, Any]:
+    from client.sync import SearchClient
+    from quality.system import Listing, index, search_all, start_gateway
+
+    proc = None if cfg.address else start_gateway(cfg.repository, cfg.workdir / "gateway", cfg.gateway_args, log)
+    address = cfg.address or proc.address
+    try:
+        with SearchClient(address, timeout=120) as client:
+            client.wait_until_serving(timeout=300)
+            images = {pid: (test.folder / "images" / f"{pid}.png").read_bytes() for pid in test.ids}
+            listings = [Listing(p.id, images[p.id], p.title, p.description, p.brand) for p in test.split.products]
+            seconds, stored_tags = index(client, listings, log)
+            agree = float(np.mean([stored_tags[pid] == tags for pid, tags in zip(test.ids, test.catalog.tags)]))
+            out: dict[str, Any] = {"index_seconds": seconds, "products_per_second": len(listings) / seconds,
+                                   "tag_lists_equal_to_reference": agree, "modes": {}}
+            for mode in gateway_modes(chosen):
+                if cfg.gateway_modes is not None and mode.name not in cfg.gateway_modes:
+                    continue
+                entry: dict[str, Any] = {"mode": mode.mode, "combine": mode.combine, "request_weights": mode.weights, "tasks": {}}
+                for task in ("text->image", "image->image", "composed", "brand/SKU"):
+                    _, relevant, queries = task_scores(test, task)
+                    rankings, used, ms = search_all(client, mode, queries, images, cfg.k, cfg.text_weight)
+                    entry["tasks"][task] = {"rankings": rankings, "ms_per_query": ms, "weights_used": used[0] if used else None}
+                log(f"[system] {mode.name}: done")
+                out["modes"][mode.name] = entry
+            return out
+    finally:
+        if proc is not None:
+            proc.stop()
+
+
+# -- the run -------------------------------------------------------------------------------------
+def run_eval(cfg: EvalConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
+    from quality.datasets import fashion_mnist_arrays
+
     started = time.perf_counter()
-    command = [sys.executable, "-m", "client", "index", str(catalog), "--address", address, "--restart"]
-    log(f"[eval] {' '.join(command[1:])}")
-    subprocess.run(command, cwd=ROOT, check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
-    return time.perf_counter() - started
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    images, labels = cfg.source if cfg.source is not None else fashion_mnist_arrays("test")
+    splits = build_splits(images, labels, cfg.sizes, cfg.seed, cfg.noise)
+    model = ReferenceModel(cfg.repository)
+    if model.has_blip:
+        raise ValueError(f"{cfg.repository} has BLIP: the reference recomputes CLIP and the tags, not BLIP captions yet; "
+                         "evaluate an export made with --no-blip")
+    tagger = ReferenceTagger(model, per_facet=cfg.per_facet)
+    val = prepare(splits["validation"], cfg.workdir / "validation", model, tagger, cfg.text_weight, log)
+    test = prepare(splits["test"], cfg.workdir / "test", model, tagger, cfg.text_weight, log)
+    calibration = Calibration.fit({t: stack([val.scores[k] for k in kinds]) for t, kinds in
+                                   (("text", ("text", "brand_sku")), ("image", ("image",)), ("composed", ("composed",)))})
+    chosen = tune(val, calibration, cfg.step, log)
+    results: dict[str, dict[str, Any]] = {}
+    reference_rankings: dict[str, dict[str, list]] = {}
+    for method in methods(chosen):
+        results[method.name], reference_rankings[method.name] = {}, {}
+        for task in method.tasks:
+            _, relevant, _ = task_scores(test, task)
+            rankings = method.rankings(test, task, calibration, cfg.k)
+            reference_rankings[method.name][task] = rankings
+            results[method.name][task] = summarize_task(rankings, relevant, cfg.bootstrap, cfg.seed)
+    log(f"[reference] methods scored on test ({time.perf_counter() - started:.0f} s so far)")
+    report: dict[str, Any] = {
+        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items() if k != "source"},
+        "checkpoint": model.checkpoint, "arch": model.arch, "captions": "none (no BLIP in the repository)" if not model.has_blip else "BLIP",
+        "splits": {name: {"products": len(p.ids), "queries": {k: len(v) for k, v in p.queries.items()}} for name, p in (("validation", val), ("test", test))},
+        "title_kinds": title_kinds(test.split),
+        "calibration": calibration.stats, "chosen": chosen, "reference": results,
+    }
+    if cfg.gateway:
+        system = run_gateway(cfg, test, chosen, log)
+        comparison = {}
+        for name, entry in system["modes"].items():
+            comparison[name] = {}
+            for task, got in entry["tasks"].items():
+                _, relevant, _ = task_scores(test, task)
+                served = summarize_task(got["rankings"], relevant, cfg.bootstrap, cfg.seed)
+                ref = results[REFERENCE_OF_MODE[name]][task]
+                comparison[name][task] = {"gateway": served, "reference": ref["P@10"]["mean"],
+                                          "abs_diff_P@10": abs(served["P@10"]["mean"] - ref["P@10"]["mean"]),
+                                          "ms_per_query": got["ms_per_query"], "weights_used": got["weights_used"]}
+        report["gateway"] = {k: v for k, v in system.items() if k != "modes"} | {"modes": comparison}
+    report["targets"] = targets(report)
+    report["seconds"] = round(time.perf_counter() - started, 1)
+    report["tables"] = tables(report)
+    (cfg.out / "eval.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+    (cfg.out / "eval.md").write_text(report["tables"] + "\n")
+    plot(report, cfg.out / "eval.png")
+    return report
 
 
-def fetch_vectors(client, ids: Sequence[str], batch: int = 500) -> dict[str, np.ndarray]:
-    """Per channel (and fused) [N, D] matrices of the stored vectors, in `ids` order."""
-    out: dict[str, list] = {c: [] for c in (*CHANNELS, "fused")}
-    for start in range(0, len(ids), batch):
-        response = client.get(list(ids[start:start + batch]), include_vectors=True)
-        if response.not_found:
-            raise RuntimeError(f"{len(response.not_found)} products are not in the store, e.g. {response.not_found[0]}")
-        for stored in response.products:
-            for channel in out:
-                out[channel].append(np.asarray(getattr(stored.vectors, channel), dtype=np.float32))
-    return {c: np.stack(v) for c, v in out.items()}
+def title_kinds(split: EvalSplit) -> dict[str, int]:
+    return {"empty title": sum(1 for p in split.products if not p.title),
+            "no title and no description (no title channel)": sum(1 for p in split.products if not p.title and not p.description),
+            "with brand + SKU": sum(1 for p in split.products if p.sku)}
 
 
-def embed_queries(client, queries: Sequence[Query], images: dict[str, bytes], text_weight: float) -> np.ndarray:
-    """The query vectors the gateway builds (Embed + gateway.fusion.compose_query)."""
-    from gateway.fusion import compose_query
-
-    texts = sorted({q.text for q in queries if q.text})
-    image_ids = sorted({q.image_id for q in queries if q.image_id})
-    text_vec, image_vec = {}, {}
-    for start in range(0, len(texts), 32):
-        chunk = texts[start:start + 32]
-        for t, v in zip(chunk, client.embed(texts=chunk).text_vectors):
-            text_vec[t] = np.asarray(v.values, np.float32)
-    for start in range(0, len(image_ids), 32):
-        chunk = image_ids[start:start + 32]
-        for i, v in zip(chunk, client.embed(images=[images[i] for i in chunk]).image_vectors):
-            image_vec[i] = np.asarray(v.values, np.float32)
-    return np.stack([compose_query(image_vec.get(q.image_id), text_vec.get(q.text), text_weight) for q in queries])
-
-
-# -- exact brute force --------------------------------------------------------------------------
-def exact_rankings(ablation: Ablation, q: np.ndarray, vectors: dict[str, np.ndarray], ids: Sequence[str],
-                   queries: Sequence[Query], k: int, rrf_k: int = 60) -> list[list[str]]:
-    """The ranking the ablation defines, computed exactly over every product."""
-    weights = ablation.weights or DEFAULT_WEIGHTS
-    position = {pid: i for i, pid in enumerate(ids)}
-    if ablation.mode == "fused":
-        scores = q @ vectors["fused"].T
-    elif ablation.combine == "rrf" and len([w for w in weights.values() if w > 0]) > 1:
-        scores = np.zeros((len(q), len(ids)), dtype=np.float64)
-        for channel in CHANNELS:
-            if weights[channel] <= 0:
-                continue
-            channel_scores = q @ vectors[channel].T
-            for row, query in enumerate(queries):
-                if query.exclude is not None:
-                    channel_scores[row, position[query.exclude]] = -np.inf
-            ranks = np.empty_like(channel_scores, dtype=np.int64)
-            order = np.argsort(-channel_scores, axis=1, kind="stable")
-            np.put_along_axis(ranks, order, np.arange(1, len(ids) + 1)[None, :].repeat(len(q), 0), axis=1)
-            scores += weights[channel] / (rrf_k + ranks)
-    else:
-        total = sum(weights.values())
-        scores = sum(weights[c] * (q @ vectors[c].T) for c in CHANNELS if weights[c] > 0) / total
-    scores = np.asarray(scores, dtype=np.float64)
-    for row, query in enumerate(queries):
-        if query.exclude is not None:
-            scores[row, position[query.exclude]] = -np.inf
-    top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-    return [[ids[j] for j in row if np.isfinite(scores[r, j])] for r, row in enumerate(top)]
+def targets(report: Mapping[str, Any]) -> dict[str, Any]:
+    """Issue 11's 'Done when' checks on test, from the reference figures (and the gateway comparison)."""
+    ref = report["reference"]
+    shipped = next(n for n in ref if n.startswith("SHIPPED"))
+    out: dict[str, Any] = {}
+    for task in ("text->image", "image->image", "composed"):
+        singles = {n: ref[n][task]["P@10"] for n in ("image only", "title only", "caption/tags only")}
+        best = max(singles, key=lambda n: singles[n]["mean"])
+        d = ref[shipped][task]["P@10"]
+        out[task] = {"shipped": d, "best single": best, "best single P@10": singles[best],
+                     "not worse (shipped high >= best mean)": d["high"] >= singles[best]["mean"],
+                     "strictly better (intervals apart)": d["low"] > singles[best]["high"]}
+    bm25 = ref["BM25 title+description"]["text->image"]["P@10"]["mean"]
+    out["text->image beats BM25 by >= 0.10"] = {"shipped": ref[shipped]["text->image"]["P@10"]["mean"], "bm25": bm25,
+                                               "met": ref[shipped]["text->image"]["P@10"]["mean"] - bm25 >= 0.10}
+    v, kw = ref[shipped], ref["BM25 title+description"]
+    for name in ("hybrid: shipped + BM25 keyword (text)", "hybrid RRF: shipped list + BM25 list (text)"):
+        h = ref[name]
+        out[f"issue 13: {name}"] = {task: {"hybrid": h[task]["nDCG@10"], "vector": v[task]["nDCG@10"], "keyword": kw[task]["nDCG@10"],
+                                           "at least the better within its interval": h[task]["nDCG@10"]["high"] >= max(v[task]["nDCG@10"]["mean"], kw[task]["nDCG@10"]["mean"]),
+                                           "strictly better than both": h[task]["nDCG@10"]["low"] > max(v[task]["nDCG@10"]["high"], kw[task]["nDCG@10"]["high"])}
+                                    for task in ("text->image", "brand/SKU", "text mix")}
+    if "gateway" in report:
+        diffs = {m: max(t["abs_diff_P@10"] for t in tasks.values()) for m, tasks in report["gateway"]["modes"].items()}
+        out["gateway vs reference |P@10 diff| <= 0.005"] = {"worst per mode": diffs, "met": all(d <= 0.005 for d in diffs.values())}
+    return out
 
 
-# -- through the gateway ------------------------------------------------------------------------
-def gateway_rankings(client, ablation: Ablation, queries: Sequence[Query], images: dict[str, bytes], k: int,
-                     text_weight: float) -> tuple[list[list[str]], float]:
-    """Search for every query; returns rankings (the query product dropped) and mean latency in ms."""
-    rankings, seconds = [], 0.0
-    for query in queries:
-        started = time.perf_counter()
-        response = client.search(
-            query.text, images[query.image_id] if query.image_id else None, top_k=k + (1 if query.exclude else 0),
-            weights=ablation.weights, mode=ablation.mode, combine=ablation.combine, text_weight=text_weight,
-        )
-        seconds += time.perf_counter() - started
-        ranked = [hit.product.id for hit in response.hits if hit.product.id != query.exclude]
-        rankings.append(ranked[:k])
-    return rankings, 1000 * seconds / max(1, len(queries))
+def _ci(x: Mapping[str, float]) -> str:
+    return f"{x['mean']:.3f} [{x['low']:.3f}, {x['high']:.3f}]"
 
 
-# -- report -------------------------------------------------------------------------------------
-HEADLINE = ("precision@10", "hit@1", "hit@5", "hit@10", "mrr", "ndcg@10")
-
-
-def table(results: list[dict]) -> str:
-    """Markdown: one row per task x ablation, gateway and exact side by side."""
-    head = "| task | channels | P@10 gateway | P@10 exact | abs diff | hit@1 | hit@5 | hit@10 | MRR | nDCG@10 | recall@10 | ms/query |"
-    lines = [head, "|" + "---|" * 12]
-    for r in results:
-        g, e = r["gateway"], r["exact"]
-        lines.append(
-            f"| {r['task']} | {r['ablation']} | {g['precision@10']:.3f} | {e['precision@10']:.3f} | "
-            f"{abs(g['precision@10'] - e['precision@10']):.3f} | {g['hit@1']:.3f} | {g['hit@5']:.3f} | {g['hit@10']:.3f} | "
-            f"{g['mrr']:.3f} | {g['ndcg@10']:.3f} | {g['recall@10']:.4f} | {r['ms_per_query']:.1f} |"
-        )
+def tables(report: Mapping[str, Any]) -> str:
+    lines = ["### Reference on the test split (P@10 / R@10 / nDCG@10, 95% bootstrap intervals)", ""]
+    for task in TASKS:
+        lines += [f"**{task}**", "", "| method | P@10 | R@10 | nDCG@10 |", "|---|---|---|---|"]
+        for name, tasks in report["reference"].items():
+            if task in tasks:
+                r = tasks[task]
+                lines.append(f"| {name} | {_ci(r['P@10'])} | {_ci(r['R@10'])} | {_ci(r['nDCG@10'])} |")
+        lines.append("")
+    if "gateway" in report:
+        g = report["gateway"]
+        lines += ["### Gateway + Milvus Lite vs the reference (test split, P@10)", "",
+                  f"Indexed {report['splits']['test']['products']} products in {g['index_seconds']:.1f} s "
+                  f"({g['products_per_second']:.0f}/s); stored tag lists equal to the reference tagger's: {g['tag_lists_equal_to_reference']:.3f}.", "",
+                  "| gateway mode | task | P@10 gateway | P@10 reference | abs diff | ms/query | weights the gateway reported |", "|---|---|---|---|---|---|---|"]
+        for mode, tasks in g["modes"].items():
+            for task, t in tasks.items():
+                lines.append(f"| {mode} | {task} | {t['gateway']['P@10']['mean']:.3f} | {t['reference']:.3f} | {t['abs_diff_P@10']:.3f} | "
+                             f"{t['ms_per_query']:.1f} | {t['weights_used']} |")
+        lines.append("")
     return "\n".join(lines)
 
 
-def plot(results: list[dict], path: Path) -> None:
+def plot(report: Mapping[str, Any], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    tasks = list(dict.fromkeys(r["task"] for r in results))
-    ablations = list(dict.fromkeys(r["ablation"] for r in results))
-    fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 4.5), sharey=True, squeeze=False)
+    tasks = ("text->image", "image->image", "composed", "brand/SKU")
+    fig, axes = plt.subplots(1, len(tasks), figsize=(5.2 * len(tasks), 5), squeeze=False)
     for ax, task in zip(axes[0], tasks):
-        rows = {r["ablation"]: r for r in results if r["task"] == task}
-        x = np.arange(len(ablations))
-        ax.bar(x - 0.2, [rows[a]["gateway"]["precision@10"] for a in ablations], 0.4, label="gateway + Milvus")
-        ax.bar(x + 0.2, [rows[a]["exact"]["precision@10"] for a in ablations], 0.4, label="exact brute force", hatch="//", alpha=0.7)
-        ax.set_xticks(x, ablations, rotation=35, ha="right", fontsize=8)
-        ax.set_title(task)
-        ax.set_ylim(0, 1)
-        ax.grid(axis="y", alpha=0.3)
-    axes[0][0].set_ylabel("precision@10 (same category)")
-    axes[0][0].legend(fontsize=8, loc="lower left", framealpha=0.9)
+        metric = "nDCG@10" if task == "brand/SKU" else "P@10"
+        names = [n for n, t in report["reference"].items() if task in t]
+        values = [report["reference"][n][task][metric] for n in names]
+        y = np.arange(len(names))
+        ax.barh(y, [v["mean"] for v in values], xerr=[[v["mean"] - v["low"] for v in values], [v["high"] - v["mean"] for v in values]],
+                color=["tab:red" if n.startswith("SHIPPED") else "tab:blue" for n in names], alpha=0.8, capsize=2)
+        ax.set_yticks(y, names, fontsize=7)
+        ax.invert_yaxis()
+        ax.set_xlim(0, 1)
+        ax.set_title(f"{task} ({metric}, test)")
+        ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-
-
-def ensure_catalog(cfg: EvalConfig, log: Callable[[str], None]) -> Path:
-    if cfg.catalog is not None:
-        return cfg.catalog
-    from client.sample_catalog import write_catalog
-
-    folder = cfg.workdir / f"fashion-mnist-test-{cfg.limit}"
-    catalog = folder / "catalog.jsonl"
-    if not catalog.is_file():
-        catalog, source = write_catalog(folder, n=cfg.limit, size=112, seed=cfg.seed, allow_fallback=False)
-        log(f"[eval] wrote {catalog} ({cfg.limit} products from {source})")
-    return catalog
-
-
-def run_eval(cfg: EvalConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Index (unless skipped), query every ablation through the gateway and exactly; write JSON, table, plot."""
-    from client.sync import SearchClient
-
-    cfg.out.mkdir(parents=True, exist_ok=True)
-    catalog = ensure_catalog(cfg, log)
-    rows = read_rows(catalog)
-    ids = [r["id"] for r in rows]
-    gateway = None
-    address = cfg.address
-    if address is None:
-        gateway = start_gateway(cfg, log)
-        address = gateway.address
-    try:
-        with SearchClient(address, timeout=120) as client:
-            client.wait_until_serving(timeout=180)
-            index_seconds = None if cfg.skip_index else index_catalog(catalog, address, log)
-            queries = build_queries(rows, cfg.image_queries, cfg.seed)
-            images = {q.image_id: (catalog.parent / next(r["image"] for r in rows if r["id"] == q.image_id)).read_bytes()
-                      for q in queries if q.image_id}
-            vectors = fetch_vectors(client, ids)
-            q = embed_queries(client, queries, images, cfg.text_weight)
-            results = []
-            for ablation in cfg.ablations:
-                exact = exact_rankings(ablation, q, vectors, ids, queries, cfg.top_k)
-                served, ms = gateway_rankings(client, ablation, queries, images, cfg.top_k, cfg.text_weight)
-                for task in dict.fromkeys(x.task for x in queries):
-                    pick = [i for i, x in enumerate(queries) if x.task == task]
-                    relevant = [queries[i].relevant for i in pick]
-                    results.append({
-                        "task": task, "ablation": ablation.name, "mode": ablation.mode, "combine": ablation.combine,
-                        "weights": ablation.weights or "default", "ms_per_query": ms,
-                        "gateway": summarize([served[i] for i in pick], relevant),
-                        "exact": summarize([exact[i] for i in pick], relevant),
-                    })
-                log(f"[eval] {ablation.name}: done ({ms:.1f} ms/query)")
-    finally:
-        if gateway is not None:
-            gateway.stop()
-    results.sort(key=lambda r: ["text->image", "image->image", "composed"].index(r["task"]))
-    text = table(results)
-    report = {"catalog": str(catalog), "products": len(rows), "repository": str(cfg.repository),
-              "index_seconds": index_seconds, "queries": {t: sum(1 for x in queries if x.task == t) for t in ("text->image", "image->image", "composed")},
-              "text_weight": cfg.text_weight, "results": results, "table": text}
-    (cfg.out / "eval.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
-    (cfg.out / "eval.md").write_text(text + "\n")
-    plot(results, cfg.out / "eval.png")
-    return report

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from export.clip import MODEL_CONFIG_DIR
+from export.clip import MODEL_CONFIG_DIR, load_clip
 from export.torch_compat import import_open_clip
 from preprocessing.image import ImageSpec, resize_and_crop
 from quality.datasets import PairSet
@@ -79,14 +79,11 @@ class Rendered:
 
 
 def create_model(arch: str, pretrained: str | None, device: torch.device):
-    """open_clip model, its serving ImageSpec and tokenizer; our compact configs are registered first."""
-    open_clip = import_open_clip()
-    for folder in CONFIG_DIRS:
-        open_clip.add_model_config(folder)
-    model, _, _ = open_clip.create_model_and_transforms(arch, pretrained=pretrained)
-    from export.clip import image_spec_from_open_clip
-
-    return model.to(device), image_spec_from_open_clip(model), open_clip.get_tokenizer(arch)
+    """open_clip model, its serving ImageSpec and tokenizer, built by export's loader (one place builds CLIP);
+    the test-only configs of quality/model_configs are registered first."""
+    import_open_clip().add_model_config(CONFIG_DIRS[0])
+    model, spec, tokenizer = load_clip(arch, pretrained)
+    return model.to(device), spec, tokenizer
 
 
 def render(pairs: PairSet, spec: ImageSpec, progress: bool = False) -> Rendered:

@@ -77,3 +77,27 @@ def brute_force_rankings(queries: np.ndarray, items: np.ndarray, k: int, exclude
     top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
     order = np.take_along_axis(scores, top, axis=1).argsort(axis=1)[:, ::-1]
     return np.take_along_axis(top, order, axis=1)
+
+
+PER_QUERY = {
+    "P@10": lambda ranked, rel: precision_at_k(ranked, rel, 10),
+    "R@10": lambda ranked, rel: recall_at_k(ranked, rel, 10),
+    "nDCG@10": lambda ranked, rel: ndcg_at_k(ranked, rel, 10),
+}
+
+
+def per_query(rankings: Sequence[Ranking], relevants: Sequence[Relevant]) -> dict[str, np.ndarray]:
+    """P@10, R@10, nDCG@10 of each query (the arrays the bootstrap resamples)."""
+    relevants = [set(r) for r in relevants]
+    return {name: np.asarray([f(r, rel) for r, rel in zip(rankings, relevants)], np.float64) for name, f in PER_QUERY.items()}
+
+
+def bootstrap_ci(values: np.ndarray, n: int = 2000, seed: int = 0, level: float = 0.95) -> tuple[float, float, float]:
+    """(mean, low, high): percentile bootstrap over queries (resampled with replacement)."""
+    values = np.asarray(values, np.float64)
+    if len(values) == 0:
+        return float("nan"), float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    means = values[rng.integers(0, len(values), (n, len(values)))].mean(axis=1)
+    alpha = (1 - level) / 2
+    return float(values.mean()), float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha))

@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
 
     shutil.rmtree(args.data, ignore_errors=True)
     args.data.mkdir(parents=True)
-    subprocess.run([sys.executable, "-m", "client.sample_catalog", "--out", str(args.data / "catalog"), "-n", str(args.products)],
+    subprocess.run([sys.executable, "-m", "quality.sample_catalog", "--out", str(args.data / "catalog"), "-n", str(args.products)],
                    cwd=ROOT, check=True)
     catalog = args.data / "catalog" / "catalog.jsonl"
     rows = [json.loads(line) for line in catalog.read_text().splitlines()]

@@ -60,7 +60,7 @@ def client_gateway(tiny_repository, tmp_path_factory):
 @pytest.fixture(scope="session")
 def sample_catalog(tmp_path_factory) -> Path:
     """40 product photos (Fashion-MNIST when installed, else scikit-image photos + drawn products)."""
-    from client.sample_catalog import write_catalog
+    from quality.sample_catalog import write_catalog
 
     catalog, _ = write_catalog(tmp_path_factory.mktemp("sample") / "shop", n=40, size=64, seed=1)
     return catalog

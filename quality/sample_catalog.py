@@ -5,7 +5,7 @@ and writes catalog.jsonl with a title, description, price, category, brand and a
 item (seeded, so the same N gives the same catalog). Where the dataset is absent, `--fallback`
 uses scikit-image's sample photos plus drawn products instead, and says so.
 
-    python -m client.sample_catalog --out data/sample_catalog -n 200
+    python -m quality.sample_catalog --out data/sample_catalog -n 200
 """
 from __future__ import annotations
 
@@ -19,8 +19,9 @@ from typing import Iterator
 
 import numpy as np
 
+from quality.vocabulary import CATEGORIES
+
 FASHION_MNIST_DIRS = [Path("/usr/share/datasets/fashion-mnist")]
-CATEGORIES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 SLUG = {"T-shirt/top": "tshirt", "Ankle boot": "ankle-boot"}
 BRANDS = ["Northwind", "Urbanista", "Fjordline", "Camino", "Lumen", "Atelier 9"]
 COLOURS = ["black", "white", "grey", "navy", "beige", "red", "olive", "brown"]
@@ -126,7 +127,7 @@ def write_catalog(out: Path, n: int = 200, size: int = 112, seed: int = 0, allow
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m client.sample_catalog", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m quality.sample_catalog", description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="folder for catalog.jsonl and images/")
     parser.add_argument("-n", type=int, default=200, help="number of products (default 200)")
     parser.add_argument("--size", type=int, default=112, help="image side in pixels (default 112)")
