@@ -16,13 +16,14 @@ UPSERT_RESULT_MAX_BYTES = 1_200
 
 
 class Weights(BaseModel):
-    """Channel weights (gateway/fusion.py): normalized to sum 1 wherever they are used."""
+    """Channel weights (gateway/fusion.py): normalized to sum 1 wherever they are used; a channel
+    not named is 0."""
 
     model_config = {"extra": "forbid"}
 
-    image: float = Field(0.5, ge=0)
-    title: float = Field(0.3, ge=0)
-    caption: float = Field(0.2, ge=0)
+    image: float = Field(0.0, ge=0)
+    title: float = Field(0.0, ge=0)
+    caption: float = Field(0.0, ge=0)
     keyword: float = Field(0.0, ge=0)
 
     @model_validator(mode="before")
@@ -111,11 +112,13 @@ class Settings(BaseSettings):
     overfetch_below: float = Field(0.2, ge=0, le=1, description="a filter matching less than this share of the catalog over-fetches")
     count_cache_s: float = Field(30.0, ge=0, description="how long a filter's match count is reused")
 
-    # search / fusion (gateway/fusion.py; defaults chosen by the quality harness, docs/quality.md)
-    weights: Weights = Weights()  # the stored fused vectors' weights (dense part) and the default of every query type
+    # search / fusion (gateway/fusion.py). Defaults: what the quality harness chose on its validation
+    # split (docs/quality.md): text and image queries rank by the image channel alone, composed
+    # queries by title 0.3 + caption/tags 0.7; the fused vector is built with `weights`.
+    weights: Weights = Weights(image=1.0)  # the stored fused vectors' weights (dense part) and every query type's fallback
     text_query_weights: Annotated[Weights | None, NoDecode] = None
     image_query_weights: Annotated[Weights | None, NoDecode] = None
-    composed_query_weights: Annotated[Weights | None, NoDecode] = None
+    composed_query_weights: Annotated[Weights | None, NoDecode] = Weights(title=0.3, caption=0.7)
     rrf_k: int = Field(60, ge=1)
     text_weight: float = Field(0.5, ge=0, le=1, description="composed queries: share of the text modifier")
     filterable_attributes: Annotated[list[str], NoDecode] = ["size", "colour", "color", "material", "gender", "season"]
@@ -146,6 +149,14 @@ class Settings(BaseSettings):
     rate_limit_rps: float = Field(0.0, ge=0, description="calls per second per API key (or per client address without a key); 0 = off")
     rate_limit_burst: int = Field(50, ge=1, description="token-bucket size of the rate limit")
     max_upsert_items: int = Field(20_000, ge=1, description="items per UpsertProducts stream; more end the stream with RESOURCE_EXHAUSTED")
+
+    @field_validator("text_query_weights", "image_query_weights", "composed_query_weights", mode="before")
+    @classmethod
+    def _unset(cls, value: Any) -> Any:
+        """"" (or "default") = no weights of its own: the query type uses `weights`."""
+        if isinstance(value, str) and value.strip().lower() in ("", "default", "none"):
+            return None
+        return value
 
     @field_validator("filterable_attributes", mode="before")
     @classmethod

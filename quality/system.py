@@ -17,7 +17,10 @@ def start_gateway(repository: Path, workdir: Path, gateway_args: Sequence[str], 
     workdir.mkdir(parents=True, exist_ok=True)
     for stale in workdir.glob("products.db*"):
         stale.unlink()
-    gateway = launcher.start(repository, str(workdir / "products.db"), workdir, gateway_args, log_path=workdir / "gateway.log",
+    # fp32 ONNX Runtime: the comparison with the fp32 PyTorch reference checks the gateway's scoring, not the
+    # bf16 engine's rounding (its effect on rankings is the kernels benchmark's recall); later flags override
+    args = ["--engine", "onnxruntime", *gateway_args]
+    gateway = launcher.start(repository, str(workdir / "products.db"), workdir, args, log_path=workdir / "gateway.log",
                              wait=True, timeout=300)
     log(f"[system] gateway pid {gateway.proc.pid} on {gateway.address}, store {gateway.store_uri}")
     return gateway

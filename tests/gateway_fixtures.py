@@ -85,15 +85,18 @@ def triton_server(gateway_repository, tmp_path_factory):
 
 
 BACKENDS = [b for b in os.environ.get("MM_TEST_BACKENDS", "local,triton").split(",") if b]
+# The session gateway fuses three channels (the shipped defaults rank text and image queries by the image
+# channel alone, which would leave the fusion mechanics untested); composed queries fall back to these too.
+MIXED_WEIGHTS = ("--weight-image", "0.5", "--weight-title", "0.3", "--weight-caption", "0.2", "--composed-query-weights", "")
 
 
 @pytest.fixture(scope="session", params=BACKENDS)
 def gateway(request, gateway_repository, tmp_path_factory):
     """The gateway on each backend in turn: the same tests run against both."""
     workdir = tmp_path_factory.mktemp(f"gateway_{request.param}")
-    extra = []
+    extra = list(MIXED_WEIGHTS)
     if request.param == "triton":
-        extra = ["--triton-url", request.getfixturevalue("triton_server").grpc_url, "--inference-timeout-s", "30"]
+        extra += ["--triton-url", request.getfixturevalue("triton_server").grpc_url, "--inference-timeout-s", "30"]
     process = start_gateway(gateway_repository, str(workdir / "products.db"), workdir, *extra, backend=request.param)
     yield process
     process.stop()

@@ -109,10 +109,10 @@ def test_old_collection_is_refused_then_migrated(tmp_path):
 
     with pytest.raises(SchemaMismatch, match="gateway.maintenance migrate"):
         store_at(path)
-    assert maintenance(["migrate", "--store-uri", str(path), "--collection", "c"]) == 0
+    assert maintenance(["migrate", "--store-uri", str(path), "--collection", "c", *(f"--weight-{c}={w}" for c, w in OLD.items())]) == 0
 
     store = store_at(path, dim=0)
-    assert store.fused_weights == pytest.approx(OLD)  # the configured defaults
+    assert store.fused_weights == pytest.approx(OLD)  # the configured weights
     migrated = {r["id"]: r for r in store.get([r["id"] for r in rows], include_vectors=True)}
     assert set(migrated) == {r["id"] for r in rows}
     # o0 had no title and no caption: round 1 embedded its id there; now only the image channel is left

@@ -110,7 +110,7 @@ def test_settings_env_then_flags(monkeypatch):
     monkeypatch.setenv("MM_FILTERABLE_ATTRIBUTES", "size, fit")
     settings = load_settings(["--port", "7000", "--weight-title", "0.1"])
     assert settings.port == 7000 and settings.backend == "triton"
-    assert settings.weights.as_dict() == {"image": 0.7, "title": 0.1, "caption": 0.2, "keyword": 0.0}
+    assert settings.weights.as_dict() == {"image": 0.7, "title": 0.1, "caption": 0.0, "keyword": 0.0}
     assert settings.filterable_attributes == ["size", "fit"]
 
 
@@ -142,4 +142,5 @@ def test_query_type_weights_from_flags_and_environment(monkeypatch):
     settings = load_settings(["--text-query-weights", "image=0.2,title=0.5,caption=0.1,keyword=0.2"])
     assert settings.query_weights("text") == {"image": 0.2, "title": 0.5, "caption": 0.1, "keyword": 0.2}
     assert settings.query_weights("image") == {"image": 0.9, "title": 0.1, "caption": 0.0, "keyword": 0.0}
-    assert settings.query_weights("composed") == settings.weights.as_dict()
+    assert settings.query_weights("composed") == {"image": 0.0, "title": 0.3, "caption": 0.7, "keyword": 0.0}  # the shipped default
+    assert load_settings(["--composed-query-weights", ""]).query_weights("composed") == settings.weights.as_dict()
