@@ -263,13 +263,15 @@ def rrf(s: Scores, weights: Mapping[str, float], k: int = 60, depth: int | None 
     return out
 
 
-def top_k(scores: np.ndarray, exclude: np.ndarray, k: int) -> np.ndarray:
-    """Column indices of the best k per row, best first (ties: lower index first); the query product left out."""
+def top_k(scores: np.ndarray, exclude: np.ndarray, k: int, tie: np.ndarray | None = None) -> np.ndarray:
+    """Column indices of the best k per row, best first; the query product left out. Equal scores are
+    ordered by `tie` (ascending; default the column index). Products that share a channel text (a tag-only
+    caption) tie exactly, so a tie order is part of what P@10 measures: the gateway orders ties by product
+    id, and `rank` passes the ids' order."""
     scores = np.array(scores, dtype=np.float64, copy=True)
     k = min(k, scores.shape[1])
     rows = np.flatnonzero(exclude >= 0)
     scores[rows, exclude[rows]] = -np.inf
-    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    picked = np.take_along_axis(scores, part, axis=1)
-    order = np.lexsort((part, -picked), axis=1)
-    return np.take_along_axis(part, order, axis=1)
+    tie = np.arange(scores.shape[1]) if tie is None else np.asarray(tie)
+    order = np.lexsort((np.broadcast_to(tie, scores.shape), -scores), axis=1)
+    return order[:, :k]

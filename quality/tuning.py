@@ -28,7 +28,8 @@ def simplex(channels: Sequence[str], step: float = 0.1) -> list[dict[str, float]
 
 
 def rank(scores: np.ndarray, s: Scores, ids: Sequence[str], k: int) -> list[list[str]]:
-    top = top_k(scores, s.exclude, k)
+    """Ids of the best k per query; ties by product id, as the gateway orders them."""
+    top = top_k(scores, s.exclude, k, tie=np.argsort(np.argsort(np.asarray(ids))))
     return [[ids[j] for j in row if np.isfinite(scores[r, j])] for r, row in enumerate(top)]
 
 
