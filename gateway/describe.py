@@ -6,8 +6,8 @@ import asyncio
 from gateway.core import Core
 from gateway.errors import InvalidInput
 from gateway.metrics import StageTimer
-from gateway.validation import check_image, check_text
-from preprocessing.image import ImageLimits, decode_image, is_grayscale
+from gateway.validation import check_image, check_text, decode_checked
+from preprocessing.image import is_grayscale
 from retrieval.v1 import retrieval_pb2 as pb
 
 
@@ -19,11 +19,15 @@ async def describe(core: Core, request: pb.DescribeRequest, timer: StageTimer) -
         if request.max_tags < 0:
             raise InvalidInput(f"max_tags must be >= 0, got {request.max_tags}")
         tagger = core.require_tagger()
+        # decoded once, off the event loop: the grayscale check, and CLIP and BLIP on a backend that takes it
+        decoded = await asyncio.get_running_loop().run_in_executor(None, decode_checked, image, core.settings)
+        grayscale = is_grayscale(decoded)
+        if core.backend.accepts_decoded:
+            image = decoded
     with timer.stage("inference"):
         vectors, captions = await asyncio.gather(
             core.guard_backend(core.backend.embed_images([image])), core.guard_backend(core.backend.caption([image]))
         )
-    grayscale = is_grayscale(decode_image(image, ImageLimits(max_bytes=core.settings.max_image_bytes)))
     tags = tagger.tags(vectors, core.settings.tags_per_facet, [grayscale])[0]
     tags.sort(key=lambda t: -t.score)
     if request.max_tags:

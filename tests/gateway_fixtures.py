@@ -62,6 +62,25 @@ def start_gateway(repository: Path, store_uri: str, workdir: Path, *extra: str, 
     return GatewayProcess.of(process)
 
 
+def ids(response) -> list[str]:
+    return [hit.product.id for hit in response.hits]
+
+
+def embed_image(stub, image: bytes) -> np.ndarray:
+    return np.asarray(stub.Embed(pb.EmbedRequest(images=[image])).image_vectors[0].values, dtype=np.float32)
+
+
+def embed_text(stub, text: str) -> np.ndarray:
+    return np.asarray(stub.Embed(pb.EmbedRequest(texts=[text])).text_vectors[0].values, dtype=np.float32)
+
+
+def stored_vectors(stub, product_id: str) -> dict[str, np.ndarray]:
+    """The present channels' vectors (an absent channel comes back empty and is left out) and the fused vector."""
+    item = stub.GetProducts(pb.GetProductsRequest(ids=[product_id], include_vectors=True)).products[0]
+    out = {name: np.asarray(getattr(item.vectors, name), dtype=np.float32) for name in ("image", "title", "caption", "fused")}
+    return {k: v for k, v in out.items() if v.size}
+
+
 @pytest.fixture(scope="session")
 def gateway_repository(request) -> Path:
     """The model repository the gateway serves (MM_TEST_MODEL_REPOSITORY, else the session's tiny export)."""

@@ -15,24 +15,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from tests.gateway_fixtures import *  # noqa: F401,F403
-from tests.gateway_fixtures import pb, png
-
-
-def ids(response) -> list[str]:
-    return [hit.product.id for hit in response.hits]
-
-
-def embed_image(stub, image: bytes) -> np.ndarray:
-    return np.asarray(stub.Embed(pb.EmbedRequest(images=[image])).image_vectors[0].values, dtype=np.float32)
-
-
-def embed_text(stub, text: str) -> np.ndarray:
-    return np.asarray(stub.Embed(pb.EmbedRequest(texts=[text])).text_vectors[0].values, dtype=np.float32)
-
-
-def stored_vectors(stub, product_id: str) -> dict[str, np.ndarray]:
-    item = stub.GetProducts(pb.GetProductsRequest(ids=[product_id], include_vectors=True)).products[0]
-    return {name: np.asarray(getattr(item.vectors, name), dtype=np.float32) for name in ("image", "title", "caption", "fused")}
+from tests.gateway_fixtures import embed_image, embed_text, ids, pb, png, stored_vectors
 
 
 IMAGE_ONLY = pb.ChannelWeights(image=1.0, title=0.0, caption=0.0)

@@ -9,28 +9,9 @@ import numpy as np
 import pytest
 
 from tests.gateway_fixtures import *  # noqa: F401,F403
-from tests.gateway_fixtures import pb, png
+from tests.gateway_fixtures import embed_text, ids, pb, png, stored_vectors
 
 DENSE = ("image", "title", "caption")
-
-
-def ids(response) -> list[str]:
-    return [hit.product.id for hit in response.hits]
-
-
-def embed_text(stub, text: str) -> np.ndarray:
-    return np.asarray(stub.Embed(pb.EmbedRequest(texts=[text])).text_vectors[0].values, dtype=np.float32)
-
-
-def embed_image(stub, image: bytes) -> np.ndarray:
-    return np.asarray(stub.Embed(pb.EmbedRequest(images=[image])).image_vectors[0].values, dtype=np.float32)
-
-
-def stored(stub, product_id: str) -> dict[str, np.ndarray]:
-    """The present channels' vectors (an absent channel comes back empty) and the fused vector."""
-    item = stub.GetProducts(pb.GetProductsRequest(ids=[product_id], include_vectors=True)).products[0]
-    out = {name: np.asarray(getattr(item.vectors, name), dtype=np.float32) for name in (*DENSE, "fused")}
-    return {k: v for k, v in out.items() if v.size}
 
 
 def by_hand(query: np.ndarray, vectors: dict[str, np.ndarray], weights: dict[str, float]) -> float:
@@ -55,9 +36,9 @@ def sparse_products(gateway, catalog):
 
 
 def test_fused_vector_is_the_unnormalized_weighted_sum(gateway, catalog, sparse_products):
-    full = stored(gateway.stub, "sku-02")
+    full = stored_vectors(gateway.stub, "sku-02")
     assert np.allclose(full["fused"], 0.5 * full["image"] + 0.3 * full["title"] + 0.2 * full["caption"], atol=1e-5)
-    bare = stored(gateway.stub, "bare-1")
+    bare = stored_vectors(gateway.stub, "bare-1")
     assert "title" not in bare and "image" in bare  # no title text: no title channel, nothing faked
     have = [c for c in DENSE if c in bare]
     total = sum({"image": 0.5, "title": 0.3, "caption": 0.2}[c] for c in have)
@@ -74,7 +55,7 @@ def test_hit_scores_equal_the_formula(gateway, catalog, sparse_products, mode):
     assert sum(weights.values()) == pytest.approx(1.0)
     query = embed_text(gateway.stub, text)
     for hit in response.hits:
-        vectors = stored(gateway.stub, hit.product.id)
+        vectors = stored_vectors(gateway.stub, hit.product.id)
         assert hit.score == pytest.approx(by_hand(query, vectors, weights), abs=1e-4), hit.product.id
         assert set(hit.channel_scores) - {"fused"} == {c for c in DENSE if c in vectors}
     assert [h.score for h in response.hits] == sorted((h.score for h in response.hits), reverse=True)
@@ -91,7 +72,7 @@ def test_request_weights_change_the_ranking_in_every_mode(gateway, catalog, mode
         assert response.mode == pb.SEARCH_MODE_MULTI_VECTOR
         assert {c: getattr(response.weights, c) for c in DENSE} == pytest.approx(weights)
         for hit in response.hits:
-            assert hit.score == pytest.approx(by_hand(query, stored(gateway.stub, hit.product.id), weights), abs=1e-4)
+            assert hit.score == pytest.approx(by_hand(query, stored_vectors(gateway.stub, hit.product.id), weights), abs=1e-4)
         rankings.append(ids(response))
     assert rankings[0] != rankings[1]
 
@@ -158,7 +139,7 @@ def test_hybrid_keyword_and_vectors(gateway, catalog, sparse_products):
     assert ids(response)[0] == "kw-1"
     query = embed_text(gateway.stub, text)
     for hit in response.hits:
-        vectors = stored(gateway.stub, hit.product.id)
+        vectors = stored_vectors(gateway.stub, hit.product.id)
         have = [c for c in DENSE if c in vectors]
         total = sum(weights[c] for c in have) + weights["keyword"]
         expected = (sum(weights[c] * float(query @ vectors[c]) for c in have) + weights["keyword"] * hit.channel_scores["keyword"]) / total
