@@ -51,10 +51,11 @@ def _all_ids(client, collection: str) -> list[str]:
 
 
 def rebuild_fused(settings: Settings) -> int:
+    """The new weights are recorded only after every row was rewritten: an interrupted run leaves the old
+    weights recorded over partly rebuilt vectors, and running the command again finishes the job."""
     weights = fusion.dense_part(settings.weights.as_dict())
     store = MilvusStore(MilvusConfig.from_settings(settings, dim=0))
     store.connect()
-    store.write_meta("rebuild_fused", {"state": "running", "weights": weights})
     ids = _all_ids(store.client, store.config.collection)
     fields = store.fields(vectors=True, keyword_text=True)
     with tqdm(total=len(ids), unit="product", desc="rebuild fused vectors") as bar:
@@ -63,7 +64,6 @@ def rebuild_fused(settings: Settings) -> int:
             store.upsert([with_fused(r, weights) for r in rows])
             bar.update(len(rows))
     store.record_fused_weights(weights)
-    store.write_meta("rebuild_fused", {"state": "done", "weights": weights})
     store.close()
     print(f"rebuilt the fused vectors of {len(ids)} products for weights {weights}")
     return 0
