@@ -159,3 +159,25 @@ def test_keyword_rrf_and_delete_removes_from_the_keyword_channel(gateway, catalo
     gateway.stub.DeleteProducts(pb.DeleteProductsRequest(ids=["kw-gone"]))
     after = gateway.stub.Search(pb.SearchRequest(text="zyzzyva", top_k=3, weights=KEYWORD_ONLY))
     assert "kw-gone" not in ids(after)
+
+
+def test_tags_switch_and_query_type_weights_change_behaviour(gateway_repository, tmp_path):
+    """`--tags false` stores no interrogator tags; `--composed-query-weights` decides a composed query's weights
+    (and `--text-query-weights` a text query's), while the other types keep `weights`."""
+    from tests.gateway_fixtures import start_gateway
+
+    process = start_gateway(gateway_repository, str(tmp_path / "p.db"), tmp_path, "--tags", "false",
+                            "--composed-query-weights", "image=1", "--text-query-weights", "title=1")
+    try:
+        stub = process.stub
+        done = stub.UpsertProducts(iter([pb.UpsertProductsRequest(product=pb.Product(id="t-1", image=png(5), title="a thing"))]))
+        assert done.ok == 1 and list(done.results[0].tags) == []
+        composed = stub.Search(pb.SearchRequest(text="in red", image=png(5), top_k=1))
+        assert composed.query_type == "composed" and composed.weights.image == pytest.approx(1.0)
+        assert composed.mode == pb.SEARCH_MODE_FUSED  # the shipped fused vector is the image channel
+        text = stub.Search(pb.SearchRequest(text="thing", top_k=1))
+        assert text.query_type == "text" and text.weights.title == pytest.approx(1.0) and text.mode == pb.SEARCH_MODE_MULTI_VECTOR
+        image = stub.Search(pb.SearchRequest(image=png(5), top_k=1))
+        assert image.weights.image == pytest.approx(1.0) and image.mode == pb.SEARCH_MODE_FUSED
+    finally:
+        process.stop()
