@@ -86,7 +86,12 @@ class Core:
         """Check (and connect) both dependencies; update health."""
         async with self._lock:
             # concurrently: opening a large store (loading its collection) overlaps loading the models
+            store_lacked_dim = self.store is None or not self.store.dim
             self.backend_up, self.store_up = await asyncio.gather(self._probe_backend(), self._probe_store())
+            if self.backend_up and not self.store_up and store_lacked_dim:
+                # a new collection waited for the models' dimension, which is known now: create it at once
+                # rather than one probe interval later (the first start of an empty store)
+                self.store_up = await self._probe_store()
             if self.backend_up and self.store_up and self.store.dim != self.backend.dim:
                 raise SchemaMismatch(
                     f"collection {self.settings.collection!r} holds {self.store.dim}-d vectors but the models give "

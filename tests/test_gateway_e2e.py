@@ -217,6 +217,14 @@ def test_other_rpcs_bad_input(gateway):
 
 
 # -- health, reflection, metrics -----------------------------------------------------------------
+def test_first_start_on_an_empty_store_serves_at_the_first_probe(gateway):
+    """The new collection waits for the models' dimension; once they are up it is created in the same
+    probe, not one probe interval later (each session gateway starts on an empty store)."""
+    states = [line.split("dependencies ", 1)[1].split()[0] for line in gateway.log_path.read_text().splitlines()
+              if "gateway.server: dependencies " in line]
+    assert states[:1] == ["up"], states
+
+
 def test_health_serving_and_reflection_off_by_default(gateway):
     health = health_pb2_grpc.HealthStub(gateway.channel)
     for service in ("", "retrieval.v1.Retrieval"):

@@ -49,3 +49,8 @@ def test_static_int8_is_calibrated_qdq_close_to_fp32(tiny_manifest, tmp_path):
     for engine in ("onnxruntime", "openvino"):
         int8 = create_session(target, engine=engine).run(None, {"input_ids": queries})[0]
         assert _cosines(int8, fp32).min() > 0.99, engine
+
+
+def test_onnxruntime_sessions_do_not_spin_idle_threads(tiny_manifest):
+    session = create_session(tiny_manifest.graph_path(CLIP_TEXT), intra_op_threads=2, engine="onnxruntime")
+    assert session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "0"
