@@ -192,12 +192,13 @@ def _choice_section(k: dict, search: dict | None) -> list[str]:
            "`openvino` is installed; ONNX Runtime elsewhere, where bf16 would be emulated). Static int8 (QDQ) is the runner-up "
            "on OpenVINO and is kept as `MM_MODEL_VARIANT=int8_static` for CPUs without bf16; ONNX Runtime's own static int8 "
            "was slower than its dynamic int8 here."]
-    if search and search.get("compare", {}).get("ours-fp32"):
-        out.append("ONNX Runtime fp32 with batching served fewer queries than the peer in the side-by-side run. Measured: at "
-                   "batch >= 8 ORT fp32 costs about as much per item as PyTorch eager (encoder_runtimes), so batching cannot put it "
-                   "ahead of an eager peer, and the load average was far above the two cores. Not measured, a likely part of it: "
-                   "ONNX Runtime's intra-op threads spin while waiting, which costs more on an oversubscribed machine "
-                   "(`session.intra_op.allow_spinning=0` would be the A/B to run). ORT fp32 is not the CPU default.")
+    fp32 = (search or {}).get("compare", {}).get("ours-fp32")
+    if fp32:
+        ratios = {kind: fp32[kind]["qps_x"]["median"] for kind in ("text", "image") if kind in fp32}
+        out.append("ONNX Runtime fp32 with batching served " + ", ".join(f"{x:.2f}x the peer's {kind} queries" for kind, x in ratios.items())
+                   + " in the side-by-side run. At batch >= 8 ORT fp32 costs about as much per item as PyTorch eager "
+                   "(encoder_runtimes), so batching alone cannot put it far ahead of an eager peer; its intra-op threads do not "
+                   "spin while idle (runtime/sessions.py). ORT fp32 is not the CPU default.")
     return out
 
 
@@ -333,6 +334,9 @@ def write_report(results: Path, docs: Path) -> None:
         keys = [k for k in dict.fromkeys(k for r in rows for k in r) if not isinstance(rows[0].get(k), (dict, list))]
         lines += ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
         lines += ["| " + " | ".join(str(r.get(k, "-")) for k in keys) + " |" for r in rows]
+        if store.get("store_calls"):
+            lines += ["", "Store calls a search is made of (p50 ms; a hybrid search is about their sum):", "",
+                      "| call | p50 ms |", "|---|---:|"] + [f"| {c['call']} | {c['p50']} |" for c in store["store_calls"]]
     else:
         lines.append(_failed("store_search", st))
     lines += ["", "## Elsewhere", "", "- Load generator against the local gateway: `client/README.md` (`mmsearch load`).",

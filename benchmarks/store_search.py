@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 from gateway import fusion  # noqa: E402
 from gateway.filters import ProductFilter  # noqa: E402
 from gateway.rows import Channels, build_row  # noqa: E402
+from gateway.settings import Settings  # noqa: E402
 from gateway.store import MilvusConfig, MilvusStore  # noqa: E402
 
 WEIGHTS = {"image": 0.5, "title": 0.3, "caption": 0.2, "keyword": 0.0}
@@ -72,7 +73,7 @@ def make_catalog(n: int, dim: int, centres: int, seed: int = 0) -> dict:
     titles = [f"{brand[i]} {ADJECTIVES[rng.integers(10)]} {ADJECTIVES[rng.integers(10)]} {NOUNS[label[i] % 10]} sku{i}" for i in range(n)]
     return {
         "centres": c, "label": label, "image": image, "title": title, "caption": caption, "fused": fused,
-        "category": np.array([f"cat{l % 20}" for l in label]), "brand": brand, "titles": titles,
+        "category": np.array([f"cat{lab % 20}" for lab in label]), "brand": brand, "titles": titles,
         "price": rng.uniform(1, 500, n).round(2), "in_stock": rng.random(n) < 0.9, "noise": noise,
     }
 
@@ -160,10 +161,19 @@ def bench_store(args) -> dict:
                     "insert": {"rows_per_s": round(args.n / insert_s, 1), "seconds": round(insert_s, 2), "batch": args.batch,
                                "threads": args.insert_threads, "vector_fields": "4 dense + 1 BM25 sparse (Milvus function)"}}
     print(f"[store] inserted {args.n} rows in {insert_s:.1f}s: {args.n / insert_s:.0f} rows/s", flush=True)
+    # Search a collection as a (re)started gateway finds it: released and loaded again, so Milvus serves the
+    # sealed segments from their built index (right after the inserts it brute-forces growing segments,
+    # which measured 1.5-2x slower here). The load is timed: it is most of a gateway's time to SERVING.
+    store.client.release_collection(store.config.collection, timeout=60)
+    started = time.perf_counter()
+    store.connect()
+    report["load_collection_s"] = round(time.perf_counter() - started, 2)
+    print(f"[store] reopened (load_collection) in {report['load_collection_s']} s", flush=True)
     cos_to_centre = float(np.mean(np.sum(cat["image"][:5000] * cat["centres"][cat["label"][:5000]], axis=1)))
     report["data"] = {"mean_cos_image_to_centre": round(cos_to_centre, 3)}
     qs = queries(cat, args.queries)
-    search = StoreSearch(store, args.candidates)
+    searches = {c: StoreSearch(store, c) for c in args.candidates}
+    search = searches[args.candidates[0]]
     for q in qs[:10]:  # warm-up
         search.run(q, "", WEIGHTS, "fused", ProductFilter())
 
@@ -171,20 +181,22 @@ def bench_store(args) -> dict:
     dense = {c: cat[c] for c in ("image", "title", "caption")}
     for name, (flt, mask_of) in FILTERS.items():
         mask = mask_of(cat)
-        for mode in ("fused", "multi_vector"):
-            latencies, hits = timed(lambda q: search.run(q, "", WEIGHTS, mode, flt), [(q,) for q in qs])
+        # fused mode does not use the candidate count; multi_vector is measured at each (unfiltered)
+        for mode, candidates in [("fused", None)] + ([("multi_vector", c) for c in args.candidates] if name == "none" else []):
+            run = (searches[candidates] if candidates else search).run
+            latencies, hits = timed(lambda q: run(q, "", WEIGHTS, mode, flt), [(q,) for q in qs])
             recalls = []
             for q, got in zip(qs, hits):
                 truth = exact_top(sum(WEIGHTS[c] * (dense[c] @ q) for c in dense), mask)
                 recalls.append(len({int(r["id"][1:]) for r, _, _ in got} & set(truth)) / max(1, len(truth)))
-            row = {"mode": mode, "filter": name, **percentiles(latencies), "recall@10": round(float(np.mean(recalls)), 3)}
+            row = {"mode": mode, "filter": name, "candidates": candidates, **percentiles(latencies),
+                   "recall@10": round(float(np.mean(recalls)), 3)}
             results.append(row)
             print(f"[store] {row}", flush=True)
-            if name != "none":
-                break  # filtered multi_vector: see the unfiltered row
-    latencies, _ = timed(lambda q: search.run(q, "", WEIGHTS, "multi_vector", ProductFilter(), "rrf"), [(q,) for q in qs])
-    results.append({"mode": "multi_vector (rrf)", "filter": "none", **percentiles(latencies)})
-    print(f"[store] {results[-1]}", flush=True)
+    for candidates, each in searches.items():
+        latencies, _ = timed(lambda q: each.run(q, "", WEIGHTS, "multi_vector", ProductFilter(), "rrf"), [(q,) for q in qs])
+        results.append({"mode": "multi_vector (rrf)", "filter": "none", "candidates": candidates, **percentiles(latencies)})
+        print(f"[store] {results[-1]}", flush=True)
 
     # keyword channel: SKU / brand+noun queries; keyword-only, vector-only, hybrid
     rng = np.random.default_rng(7)
@@ -194,19 +206,61 @@ def bench_store(args) -> dict:
     sku = [(unrelated[k], f"sku{i}") for k, i in enumerate(picks)]
     words = [(qs[k % len(qs)], f"{cat['brand'][i]} {NOUNS[cat['label'][i] % 10]}") for k, i in enumerate(picks)]
     keyword_only = {"image": 0.0, "title": 0.0, "caption": 0.0, "keyword": 1.0}
+    plans = [("vector only (fused)", WEIGHTS, "fused", None)]
+    plans += [(name, w, "multi_vector" if w is keyword_only else "fused", c) for c in args.candidates
+              for name, w in (("keyword only", keyword_only), ("hybrid (fused + BM25)", HYBRID))]
     for label, runs in (("sku", sku), ("brand+noun", words)):
-        for name, weights, mode in (("keyword only", keyword_only, "multi_vector"), ("vector only (fused)", WEIGHTS, "fused"),
-                                    ("hybrid (fused + BM25)", HYBRID, "fused")):
-            latencies, hits = timed(lambda q, text: search.run(q, text, weights, mode, ProductFilter()), runs)
-            row = {"mode": name, "query": label, **percentiles(latencies)}
+        for name, weights, mode, candidates in plans:
+            run = (searches[candidates] if candidates else search).run
+            latencies, hits = timed(lambda q, text: run(q, text, weights, mode, ProductFilter()), runs)
+            row = {"mode": name, "query": label, "candidates": candidates, **percentiles(latencies)}
             if label == "sku":
                 row["sku_first"] = round(float(np.mean([bool(h) and h[0][0]["id"] == f"p{i}" for h, i in zip(hits, picks)])), 3)
             results.append(row)
             print(f"[store] {row}", flush=True)
     report["search"] = results
+    report["store_calls"] = store_calls(store, qs, max(args.candidates))
     store.close()
     shutil.rmtree(work, ignore_errors=True)
     return report
+
+
+def store_calls(store: MilvusStore, qs: np.ndarray, depth: int, runs: int = 50) -> list[dict]:
+    """p50 of each store call a search is made of (what a hybrid search adds up), and whether two calls
+    in flight overlap (Milvus Lite answers them almost one after the other)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from gateway.rows import CHANNEL_MASK_FIELD, FUSED_FIELD
+
+    none = ProductFilter()
+    ids = [f"p{i}" for i in np.random.default_rng(3).integers(0, store.client.get_collection_stats(store.config.collection)["row_count"], depth)]
+    pool = ThreadPoolExecutor(2)
+
+    def both(i):
+        a = pool.submit(store.ann, qs[i % len(qs)], FUSED_FIELD, depth, none, ["id", CHANNEL_MASK_FIELD])
+        b = pool.submit(store.keyword, f"brand{i % 100} boot", depth, none)
+        a.result(), b.result()
+
+    calls = {
+        f"ANN on the fused field, {depth} ids + masks": lambda i: store.ann(qs[i % len(qs)], FUSED_FIELD, depth, none, ["id", CHANNEL_MASK_FIELD]),
+        f"BM25, {depth} ids": lambda i: store.keyword(f"brand{i % 100} boot", depth, none),
+        "both of the above, one after the other": lambda i: (store.ann(qs[i % len(qs)], FUSED_FIELD, depth, none, ["id", CHANNEL_MASK_FIELD]),
+                                                             store.keyword(f"brand{i % 100} boot", depth, none)),
+        "both of the above, concurrently (2 threads)": both,
+        "fused inner products restricted to 10 ids": lambda i: store.within(qs[i % len(qs)], FUSED_FIELD, ids[i % 50: i % 50 + 10]),
+        f"fused inner products restricted to {depth} ids": lambda i: store.within(qs[i % len(qs)], FUSED_FIELD, ids),
+        "BM25 restricted to 10 ids": lambda i: store.keyword(f"brand{i % 100} boot", 10, none, ids[i % 50: i % 50 + 10]),
+        f"BM25 restricted to {depth} ids": lambda i: store.keyword(f"brand{i % 100} boot", depth, none, ids),
+        "10 rows by id, with vectors": lambda i: store.get(ids[i % 50: i % 50 + 10], True),
+        "10 rows by id, scalars only": lambda i: store.get(ids[i % 50: i % 50 + 10], False),
+    }
+    out = []
+    for name, call in calls.items():
+        latencies, _ = timed(call, [(i,) for i in range(runs)])
+        out.append({"call": name, "p50": round(float(np.median(latencies)), 2)})
+        print(f"[store] {out[-1]}", flush=True)
+    pool.shutdown()
+    return out
 
 
 def bench_gateway(args) -> dict:
@@ -268,7 +322,8 @@ def main(argv=None) -> int:
     parser.add_argument("--index-type", default="IVF_FLAT", choices=["IVF_FLAT", "FLAT", "AUTOINDEX"])
     parser.add_argument("--filtered-limit", type=int, default=4000)
     parser.add_argument("--overfetch-below", type=float, default=0.2)
-    parser.add_argument("--candidates", type=int, default=100, help="multi_vector_candidates (per channel, and from BM25)")
+    parser.add_argument("--candidates", type=int, nargs="+", default=[Settings().multi_vector_candidates],
+                        help="multi_vector_candidates (per channel, and from BM25); several: each is measured (default: the gateway's)")
     parser.add_argument("--model-repository", type=Path, help="also measure gateway overhead on this repository")
     parser.add_argument("--gateway-catalog", type=int, default=500)
     parser.add_argument("--gateway-queries", type=int, default=300)

@@ -60,6 +60,7 @@ class Mode:
     mode: str = "fused"
     combine: str = "weighted"
     weights: Mapping[str, Mapping[str, float]] | Mapping[str, float] | None = None
+    tasks: tuple[str, ...] = ("text->image", "image->image", "composed", "brand/SKU")
 
     def weights_for(self, query_type: str) -> Mapping[str, float] | None:
         if self.weights is None:
@@ -80,5 +81,5 @@ def search_all(client, mode: Mode, queries, images: Mapping[str, bytes], k: int,
                                  text_weight=text_weight, timeout=60)
         seconds += time.perf_counter() - started
         rankings.append([h.product.id for h in response.hits if h.product.id != q.exclude][:k])
-        used.append({c: round(getattr(response.weights, c), 4) for c in ("image", "title", "caption")})
+        used.append({c: round(getattr(response.weights, c), 4) for c in ("image", "title", "caption", "keyword")})
     return rankings, used, 1000 * seconds / max(1, len(queries))

@@ -14,8 +14,9 @@ from quality.datasets import fashion_mnist_arrays, load_fashion_mnist
 from quality.evalset import SplitSizes
 
 SIZES = SplitSizes(validation=200, test=300, image_queries=(30, 40), brand_queries=(15, 20), nouns_per_class=1)
-MODES = ("image only", "caption/tags only", "fused (default)", "multi_vector, tuned request weights")
-EXACT_MODES = MODES  # every mode is scored by the reference's formula (issue 11 items 1-3)
+EXACT_MODES = ("image only", "caption/tags only", "fused (default)", "multi_vector, tuned request weights")  # reference twins
+KEYWORD_MODES = ("gateway BM25 channel: keyword only", "gateway BM25 channel: hybrid weighted", "gateway BM25 channel: hybrid RRF")
+MODES = EXACT_MODES + KEYWORD_MODES
 
 
 @pytest.fixture(scope="module")
@@ -110,6 +111,11 @@ def test_gateway_agrees_with_the_reference_and_an_ignored_weight_fails(trained_r
     assert gateway["tag_lists_equal_to_reference"] >= 0.9  # the tagger written again in the harness agrees
     assert set(gateway["modes"]) == set(MODES)
     check_agreement(report)
+    # the gateway's own keyword channel (Milvus BM25) finds the brand/SKU queries' products; its hybrids are reported
+    keyword = gateway["modes"]["gateway BM25 channel: keyword only"]
+    assert keyword["brand/SKU"]["gateway"]["R@10"]["mean"] >= 0.8, keyword["brand/SKU"]
+    assert keyword["brand/SKU"]["weights_used"]["keyword"] == 1.0
+    assert {"text->image", "brand/SKU", "text mix"} <= set(report["targets"]["issue 13 through the gateway: gateway BM25 channel: hybrid RRF"])
     # request weights reached the gateway and were used (multi_vector)
     used = gateway["modes"]["multi_vector, tuned request weights"]["image->image"]["weights_used"]
     chosen = report["chosen"]["raw"]["image"]
