@@ -25,7 +25,7 @@ import numpy as np
 
 from benchmarks.common import load_average, progress
 from benchmarks.loadgen import TEXT_QUERIES, GatewayClient, PeerClient, closed_loop, query_image
-from benchmarks.stack import Gateway, GatewaySpec, Peer, StoreServer, peer_available, peer_run, populate
+from benchmarks.stack import WEIGHTS_TAG, Gateway, GatewaySpec, Peer, StoreServer, peer_available, peer_run, populate
 
 def _default_spec(label: str, **overrides) -> GatewaySpec:
     """The shipped settings (gateway/settings.py): what `python -m gateway` runs without flags."""
@@ -148,7 +148,7 @@ def run(repository: Path, n: int = 100_000, blocks: int = 3, seconds: float = 6.
     result["peer"] = {"available": peer_reason is None, "reason": peer_reason}
     processes = []
     try:
-        key = f"{n}-{dim}"
+        key = f"{n}-{dim}-{WEIGHTS_TAG}"  # a store is reused only when its fused vectors have the shipped weights
         store = StoreServer(cache / f"store-{key}.db", work / "store.log")
         processes.append(store)
         fused_path = cache / f"fused-{key}.npy"

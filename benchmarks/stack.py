@@ -27,7 +27,19 @@ ROOT = Path(__file__).resolve().parents[1]
 PEER_VENV = Path(os.environ.get("MM_PEER_VENV", "/work/peer-venv"))
 PEER_SIDE = Path(__file__).resolve().parent / "peer" / "peer_side.py"
 MODEL_CONFIGS = ROOT / "export" / "model_configs"  # this project's own open_clip configs (tiny smoke-test model)
-WEIGHTS = {"image": 0.5, "title": 0.3, "caption": 0.2}
+
+
+def shipped_fused_weights() -> dict[str, float]:
+    """The fused vectors' weights a gateway with default settings expects (gateway/settings.py): a store written
+    with them is searched by one fused ANN call, as on a fresh deployment, not by the per-channel fallback."""
+    from gateway.fusion import dense_part
+    from gateway.settings import Settings
+
+    return dict(dense_part(Settings().weights.as_dict()))
+
+
+WEIGHTS = shipped_fused_weights()
+WEIGHTS_TAG = "w" + "-".join(f"{c[0]}{WEIGHTS.get(c, 0.0):g}" for c in ("image", "title", "caption"))  # in cache file names
 
 
 def peer_available() -> str | None:
