@@ -48,7 +48,8 @@ def _eval(args: argparse.Namespace) -> int:
     sizes = SplitSizes(validation=args.validation_products, test=args.test_products,
                        image_queries=(args.image_queries[0], args.image_queries[1]), brand_queries=(args.brand_queries[0], args.brand_queries[1]))
     cfg = EvalConfig(repository=args.repository, out=args.out, workdir=args.workdir, sizes=sizes, seed=args.seed,
-                     gateway=not args.no_gateway, address=args.address, gateway_args=args.gateway_arg or [], step=args.step)
+                     gateway=not args.no_gateway, address=args.address, gateway_args=args.gateway_arg or [], step=args.step,
+                     text_weight=args.text_weight)
     report = run_eval(cfg, log=lambda m: print(m, file=sys.stderr, flush=True))
     print(report["tables"])
     print(json.dumps(report["targets"], indent=2, default=str))
@@ -96,6 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--image-queries", type=int, nargs=2, default=[200, 300], metavar=("VAL", "TEST"))
     ev.add_argument("--brand-queries", type=int, nargs=2, default=[100, 150], metavar=("VAL", "TEST"))
     ev.add_argument("--step", type=float, default=0.1, help="weight grid step")
+    ev.add_argument("--text-weight", type=float, default=0.5,
+                    help="composed queries' text share, in the reference and in every request to the gateway (its text_weight)")
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--no-gateway", action="store_true", help="reference only")
     ev.add_argument("--address", help="use a running gateway (its store must be empty) instead of starting one")

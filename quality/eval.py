@@ -237,7 +237,8 @@ def gateway_keyword_modes(chosen: Mapping[str, Any]):
 
     label = "calibrated" if chosen["calibrate"] else "raw"
     keyword_only = {"image": 0.0, "title": 0.0, "caption": 0.0, "keyword": 1.0}
-    rrf = {**chosen[label]["text"], "keyword": chosen["hybrid_rrf"]["keyword"]}
+    w = chosen["hybrid_rrf"]["keyword"]  # the reference's lists weigh 1 - w (vector) and w (keyword); the gateway normalizes
+    rrf = {**{c: (1.0 - w) * v for c, v in chosen[label]["text"].items()}, "keyword": w}
     return [
         Mode(f"{GATEWAY_KEYWORD} keyword only", "multi_vector", weights=keyword_only, tasks=TEXT_TASKS),
         Mode(f"{GATEWAY_KEYWORD} hybrid weighted", "multi_vector", weights=dict(chosen["hybrid"]["weights"]), tasks=TEXT_TASKS),

@@ -76,8 +76,8 @@ def create_session(
     options.log_severity_level = 3
     # Idle intra-op threads sleep instead of spinning: a gateway runs several sessions (text, image,
     # BLIP) beside the store client on few cores, and spinning threads steal the cores a busy session
-    # needs. Measured (docs/benchmarks.md, ORT fp32 ViT-B-32 gateway, concurrency 16, 2 cores):
-    # +3% text and +9% image queries per second with spinning off.
+    # needs. An A/B on the 2-core CPU machine (ORT fp32 ViT-B-32 gateway, concurrency 16, two alternated
+    # blocks; the round-3 note on issue 14): +3% text and +9% image queries per second with spinning off.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), sess_options=options, providers=providers or default_providers())
 

@@ -124,3 +124,18 @@ def test_gateway_agrees_with_the_reference_and_an_ignored_weight_fails(trained_r
     monkeypatch.setattr(quality.tuning, "fused", ignores_a_weight)
     with pytest.raises(AssertionError):
         check_agreement(run_eval(_cfg(trained_repository, tmp_path / "broken", gateway_address), log=lambda _m: None))
+
+
+def test_eval_cli_text_weight_reaches_the_reference_and_the_gateway_requests(monkeypatch, tmp_path):
+    """--text-weight sets the composed queries' text share of the run (the reference composes with it and
+    search_all sends it as each request's text_weight)."""
+    import quality.eval
+    from quality.cli import main
+    from quality.reference import compose
+
+    seen = {}
+    monkeypatch.setattr(quality.eval, "run_eval", lambda cfg, log: seen.setdefault("cfg", cfg) and {"tables": "", "targets": {}})
+    main(["eval", "--repository", str(tmp_path), "--no-gateway", "--text-weight", "0.8", "--out", str(tmp_path / "o")])
+    assert seen["cfg"].text_weight == 0.8
+    image, text = np.array([1.0, 0.0]), np.array([0.0, 1.0])
+    assert compose(image, text, 0.8)[1] > compose(image, text, 0.5)[1]
