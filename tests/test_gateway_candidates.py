@@ -40,19 +40,36 @@ def store(tmp_path_factory):
     rows = []
     for pid, vectors in products.items():
         fused = fusion.fused_vectors({c: v[None] for c, v in vectors.items()}, [set(vectors)], WEIGHTS)[0]
-        rows.append(build_row(pb.Product(id=pid, title=f"product {pid}"), Channels(vectors), fused, DIM))
+        title = f"product {pid}" + (" quokka" if pid == "C" else "")  # one product carries the keyword
+        rows.append(build_row(pb.Product(id=pid, title=title), Channels(vectors), fused, DIM))
     store.upsert(rows)
     yield store
     store.close()
 
 
-def top(store: MilvusStore, candidates: int, k: int = 1) -> list[str]:
+def search(store: MilvusStore, candidates: int, k: int = 1, weights=WEIGHTS, text: str = "", mode=pb.SEARCH_MODE_MULTI_VECTOR):
     core = Core(load_settings([], multi_vector_candidates=candidates), store=store)
-    plan = Plan(pb.SEARCH_MODE_MULTI_VECTOR, "weighted", fusion.check_weights(WEIGHTS), "text")
-    hits = asyncio.run(Candidates(core, store, unit(1, 1, 0, 0), "", plan, ProductFilter(), k, 60).run())
-    return [row["id"] for row, _, _ in hits]
+    plan = Plan(mode, "weighted", fusion.check_weights(weights), "text")
+    return asyncio.run(Candidates(core, store, unit(1, 1, 0, 0), text, plan, ProductFilter(), k, 60).run())
+
+
+def top(store: MilvusStore, candidates: int, k: int = 1) -> list[str]:
+    return [row["id"] for row, _, _ in search(store, candidates, k)]
 
 
 def test_the_candidate_count_decides_what_exact_rescoring_can_find(store):
     assert top(store, candidates=1) in (["A"], ["C"])  # B is in neither channel's first candidate
     assert top(store, candidates=2) == ["B"]  # second in both lists: the union holds it, rescoring ranks it first
+
+
+@pytest.mark.parametrize("candidates", [1, 300])
+def test_keyword_scores_are_exact_whether_or_not_the_bm25_list_is_complete(store, candidates):
+    """One product matches the keyword: at 300 candidates the BM25 list is complete, so the others score 0
+    without a restricted search; at 1 the list is full and the rest come from one. Both equal BM25 / best."""
+    hybrid = {"image": 0.5, "title": 0.0, "caption": 0.0, "keyword": 0.5}
+    hits = search(store, candidates, k=3, weights=hybrid, text="quokka", mode=pb.SEARCH_MODE_FUSED)
+    keyword = {row["id"]: scores["keyword"] for row, _, scores in hits}
+    assert keyword["C"] == pytest.approx(1.0) and all(keyword[i] == 0.0 for i in keyword if i != "C"), keyword
+    for row, score, scores in hits:
+        dense = float(np.dot(unit(1, 1, 0, 0), np.asarray(row["fused_vec"], np.float32)))
+        assert score == pytest.approx(0.5 * dense + 0.5 * scores["keyword"], abs=1e-5)
