@@ -105,7 +105,7 @@ class Settings(BaseSettings):
     nprobe: int = 32
     multi_vector_candidates: int = Field(
         # 300: the quality harness' gateway agrees with its exhaustive reference within 0.001 P@10 in every mode
-        # (100 left 0.0067 on composed queries); 100k store: multi_vector p50 +13% (docs/quality.md, docs/gateway.md)
+        # (100 left 0.0067 on composed queries); 100k store: multi_vector p50 +7-13% (docs/quality.md, docs/gateway.md)
         300, ge=1, le=16384, description="candidates per channel (and for the keyword channel) that exact rescoring considers"
     )
     filtered_limit: int = Field(
