@@ -236,16 +236,20 @@ def store_calls(store: MilvusStore, qs: np.ndarray, depth: int, runs: int = 50) 
     ids = [f"p{i}" for i in np.random.default_rng(3).integers(0, store.client.get_collection_stats(store.config.collection)["row_count"], depth)]
     pool = ThreadPoolExecutor(2)
 
+    def ann(i):
+        return store.ann(qs[i % len(qs)], FUSED_FIELD, depth, none, ["id", CHANNEL_MASK_FIELD])
+
+    def bm25(i):
+        return store.keyword(f"brand{i % 100} boot", depth, none)
+
     def both(i):
-        a = pool.submit(store.ann, qs[i % len(qs)], FUSED_FIELD, depth, none, ["id", CHANNEL_MASK_FIELD])
-        b = pool.submit(store.keyword, f"brand{i % 100} boot", depth, none)
+        a, b = pool.submit(ann, i), pool.submit(bm25, i)
         a.result(), b.result()
 
     calls = {
-        f"ANN on the fused field, {depth} ids + masks": lambda i: store.ann(qs[i % len(qs)], FUSED_FIELD, depth, none, ["id", CHANNEL_MASK_FIELD]),
-        f"BM25, {depth} ids": lambda i: store.keyword(f"brand{i % 100} boot", depth, none),
-        "both of the above, one after the other": lambda i: (store.ann(qs[i % len(qs)], FUSED_FIELD, depth, none, ["id", CHANNEL_MASK_FIELD]),
-                                                             store.keyword(f"brand{i % 100} boot", depth, none)),
+        f"ANN on the fused field, {depth} ids + masks": ann,
+        f"BM25, {depth} ids": bm25,
+        "both of the above, one after the other": lambda i: (ann(i), bm25(i)),
         "both of the above, concurrently (2 threads)": both,
         "fused inner products restricted to 10 ids": lambda i: store.within(qs[i % len(qs)], FUSED_FIELD, ids[i % 50: i % 50 + 10]),
         f"fused inner products restricted to {depth} ids": lambda i: store.within(qs[i % len(qs)], FUSED_FIELD, ids),
