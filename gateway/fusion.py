@@ -13,9 +13,15 @@ channels the product has, the score of a product p for a query q is
 
     score(p) = sum_{c in P} w_c * s_c(q, p) / sum_{c in P} w_c
 
-where s_c = cos(q, v_c) for a dense channel and s_keyword = bm25(q, p) / max_p' bm25(q, p') (the
-query's best BM25 in the filtered catalog, so the keyword score lies in [0, 1]). A product with no
-channel of positive weight has no score and is not returned.
+where s_c = cos(q, v_c) for a dense channel and, for the keyword channel, BM25 saturated into [0, 1):
+
+    s_keyword = b^e / (b^e + pivot^e),   b = bm25(q, p)   (0 when no query term matches)
+
+(the `keyword_pivot` and `keyword_exponent` settings; a BM25 score equal to the pivot gives 0.5). The
+score keeps BM25's absolute scale, in which a rare term (a SKU, a brand) scores far above a common
+word: dividing by the query's best BM25 instead would give every query's best keyword match 1.0, the
+weak ones of a descriptive query as much as an exact SKU. A product with no channel of positive
+weight has no score and is not returned.
 
 The fused vector stored per product is the un-normalized weighted sum over its dense channels,
 
@@ -29,6 +35,7 @@ with normalized weights; a product missing from a list contributes nothing for t
 """
 from __future__ import annotations
 
+import math
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
@@ -37,6 +44,7 @@ DENSE_CHANNELS = ("image", "title", "caption")
 KEYWORD = "keyword"
 CHANNELS = (*DENSE_CHANNELS, KEYWORD)
 FUSED = "fused"
+BM25 = "bm25"  # channel_scores key of the raw BM25 beside the keyword score
 WEIGHT_TOLERANCE = 1e-6
 
 
@@ -113,11 +121,14 @@ def weighted_score(channel_scores: Mapping[str, float], present: Iterable[str], 
     return float(sum(w * channel_scores[c] for c, w in weights.items() if c in present and w > 0) / total)
 
 
-def keyword_scores(bm25: Mapping[str, float], best: float) -> dict[str, float]:
-    """BM25 -> [0, 1]: divided by the query's best BM25 in the (filtered) catalog."""
-    if best <= 0:
-        return {item: 0.0 for item in bm25}
-    return {item: min(1.0, float(value) / best) for item, value in bm25.items()}
+def keyword_score(bm25: float, pivot: float, exponent: float) -> float:
+    """BM25 -> [0, 1): b^e / (b^e + pivot^e), computed as 1 / (1 + exp(e (ln pivot - ln b))) (no overflow)."""
+    if not (pivot > 0 and exponent > 0):
+        raise FusionError(f"keyword_pivot and keyword_exponent must be > 0, got {pivot} and {exponent}")
+    if not bm25 > 0:
+        return 0.0
+    log_ratio = exponent * (math.log(pivot) - math.log(float(bm25)))
+    return 0.0 if log_ratio > 700 else float(1.0 / (1.0 + math.exp(log_ratio)))
 
 
 def compose_query(image: np.ndarray | None, text: np.ndarray | None, text_weight: float) -> np.ndarray:

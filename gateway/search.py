@@ -5,8 +5,9 @@ w_c, with the weights really used (the query type's defaults, overridden field b
 request, normalized to sum 1; an image-only query has no words, so its keyword weight is 0):
 
 - `fused` plan: when the dense part of those weights equals the weights the stored fused vectors
-  were built with, one inner-product ANN search of the fused vector ranks by exactly that score
-  (plus, with a keyword weight, the BM25 list: the union of both is rescored exactly).
+  were built with, one inner-product ANN search of the fused vector ranks by exactly that score.
+  With a keyword weight: the fused ANN list and the BM25 list, then only the candidates whose score
+  bounds can still reach the top_k, read and scored exactly (Candidates._fused_hybrid).
 - otherwise, and for `multi_vector`: each weighted channel's top `multi_vector_candidates`
   (dense ANN per channel, BM25 for the keyword channel), the union rescored exactly, cut to top_k.
   A request for fused mode whose weights differ from the stored ones is answered this way, and
@@ -30,11 +31,12 @@ from gateway.metrics import StageTimer
 from gateway.rows import (
     CHANNEL_BITS, CHANNEL_MASK_FIELD, FUSED_FIELD, VECTOR_FIELD, channels_of, dense_vectors, present_channels, record_of,
 )
-from gateway.store import EXACT_ID_LIMIT, MilvusStore
+from gateway.store import EXACT_ID_LIMIT, MAX_LIMIT, MilvusStore
 from gateway.validation import check_image, check_text, check_top_k
 from retrieval.v1 import retrieval_pb2 as pb
 
 MODES = {pb.SEARCH_MODE_UNSPECIFIED, pb.SEARCH_MODE_FUSED, pb.SEARCH_MODE_MULTI_VECTOR}
+BOUNDED_ROWS_MAX = 64  # rows read with their vectors in a bounded hybrid search; more: per-list rescoring
 COMBINES = {pb.COMBINE_UNSPECIFIED: "weighted", pb.COMBINE_WEIGHTED: "weighted", pb.COMBINE_RRF: "rrf"}
 
 
@@ -155,7 +157,7 @@ class Candidates:
         self.weights = plan.weights
         self.depth = max(core.settings.multi_vector_candidates, top_k)
         self.keyword_on = self.weights.get(fusion.KEYWORD, 0.0) > 0 and bool(text)
-        self.keyword_pairs: list[tuple[str, float]] = []  # the query's BM25 list, best first
+        self.keyword_pairs: list[tuple[str, float, int]] = []  # the query's BM25 list (id, bm25, mask), best first
         fused = plan.mode == pb.SEARCH_MODE_FUSED
         # the dense "fields" scored: the fused vector (its score is the whole dense part) or each weighted channel
         self.dense = {fusion.FUSED: FUSED_FIELD} if fused else {c: VECTOR_FIELD[c] for c in fusion.DENSE_CHANNELS if self.weights[c] > 0}
@@ -167,31 +169,100 @@ class Candidates:
         if self.flt.ids and len(self.flt.ids) <= EXACT_ID_LIMIT:
             rows = await self._store(self.store.query, self.flt.expression(), self.store.fields(vectors=True))
             self.keyword_pairs = await self._keyword_list() if self.keyword_on else []
-            keyword = await self._keyword_scores([r["id"] for r in rows])
-            return self._top([(row, self._row_scores(row, keyword)) for row in rows])
+            bm25 = await self._keyword_bm25([r["id"] for r in rows])
+            return self._top([(row, self._row_scores(row, bm25)) for row in rows])
         if self.plan.combine == "rrf":
             return await self._rrf()
         if self.plan.mode == pb.SEARCH_MODE_FUSED and not self.keyword_on:
             hits = await self._store(self.store.ann, self.query, FUSED_FIELD, self.top_k, self.flt, self.store.fields(vectors=True))
             return self._top([(row, self._row_scores(row, {})) for _, _, row in hits])
-        lists = await self._channel_lists()
+        if self.plan.mode == pb.SEARCH_MODE_FUSED:
+            return await self._fused_hybrid()
+        return await self._rescore(await self._channel_lists())
+
+    async def _rescore(self, lists: dict[str, dict[str, tuple[float, int]]]) -> list[tuple[dict[str, Any], float, dict[str, float]]]:
+        """The union of the candidate lists, every score completed exactly, the top_k read with their vectors."""
         union = list(dict.fromkeys(i for hits in lists.values() for i in hits))
-        (scores, masks), keyword = await asyncio.gather(self._complete(lists, union), self._keyword_scores(union))
+        (scores, masks), bm25 = await asyncio.gather(self._complete(lists, union), self._keyword_bm25(union))
         ranked = []
         for item in union:
             channel_scores = dict(scores[item])
             if self.keyword_on:
-                channel_scores[fusion.KEYWORD] = keyword.get(item, 0.0)
+                channel_scores[fusion.KEYWORD] = self._keyword_score(bm25.get(item, 0.0))
             score = self._score(channel_scores, masks.get(item))
             if score is not None:
                 ranked.append((item, score))
         ranked.sort(key=lambda pair: (-pair[1], pair[0]))
         top = ranked[: self.top_k]
-        rows = {r["id"]: r for r in await self._store(self.store.get, [i for i, _ in top], True)}
-        return [(rows[i], score, self._row_scores(rows[i], keyword)) for i, score in top if i in rows]
+        rows = await self._read_rows([i for i, _ in top])
+        return [(rows[i], score, self._row_scores(rows[i], bm25)) for i, score in top if i in rows]
 
-    async def _keyword_list(self) -> list[tuple[str, float]]:
+    async def _keyword_list(self) -> list[tuple[str, float, int]]:
         return await self._store(self.store.keyword, self.text, self.depth, self.flt)
+
+    async def _fused_hybrid(self) -> list[tuple[dict[str, Any], float, dict[str, float]]]:
+        """The fused plan with a keyword weight in two rounds of store calls (each call costs ~1.5 ms or more on
+        Milvus Lite): the fused ANN list and the BM25 list; then, read with their vectors, only the candidates
+        that can still reach the top_k (with the BM25 of those a full BM25 list left out), scored exactly here.
+
+        Bounds: a candidate missing from a full ANN list has q . u <= the list's last score (and >= -1); one
+        missing from a full BM25 list has BM25 <= the list's last (and >= 0), from a shorter list 0 exactly.
+        A candidate whose upper bound is below the k-th best lower bound cannot be in the top_k. When more than
+        BOUNDED_ROWS_MAX candidates remain, the two lists are rescored as in multi_vector mode instead."""
+        ann, keyword = await asyncio.gather(
+            self._store(self.store.ann, self.query, FUSED_FIELD, self.depth, self.flt, ["id", CHANNEL_MASK_FIELD]), self._keyword_list())
+        self.keyword_pairs = keyword
+        dense = {i: d for i, d, _ in ann}
+        masks = {i: int(row.get(CHANNEL_MASK_FIELD, 0)) for i, _, row in ann} | {i: m for i, _, m in keyword}
+        bm25 = {i: b for i, b, _ in keyword}
+        dense_floor = ann[-1][1] if len(ann) >= min(self.depth, MAX_LIMIT) else None  # None: an unlisted product is unknown
+        keyword_full = len(keyword) >= self.depth
+        keyword_ceiling = self._keyword_score(keyword[-1][1]) if keyword_full else 0.0
+        bounds = {}
+        for item, mask in masks.items():
+            alpha = self._dense_share(mask)
+            if alpha is None:
+                continue  # no channel of positive weight: no score
+            d_low, d_high = (dense[item], dense[item]) if item in dense else (-1.0, np.inf if dense_floor is None else dense_floor)
+            k_low, k_high = (self._keyword_score(bm25.get(item, 0.0)),) * 2 if item in bm25 or not keyword_full else (0.0, keyword_ceiling)
+            bounds[item] = (alpha * d_low + (1 - alpha) * k_low, alpha * d_high + (1 - alpha) * k_high)
+        lows = sorted((low for low, _ in bounds.values()), reverse=True)
+        threshold = lows[self.top_k - 1] if len(lows) >= self.top_k else -np.inf
+        alive = sorted(i for i, (_, high) in bounds.items() if high >= threshold - 1e-6)
+        if len(alive) > BOUNDED_ROWS_MAX:
+            return await self._rescore({fusion.FUSED: {i: (d, masks[i]) for i, d, _ in ann}, fusion.KEYWORD: {i: (b, m) for i, b, m in keyword}})
+        unknown = [i for i in alive if keyword_full and i not in bm25]
+        read = self._read_rows(alive)
+        if unknown:
+            rows, extra = await asyncio.gather(read, self._store(self.store.keyword, self.text, len(unknown), self.flt, unknown))
+            bm25.update({i: b for i, b, _ in extra})
+        else:
+            rows = await read
+        scored = []
+        for row in rows.values():
+            exact = {fusion.FUSED: float(np.dot(self.query, np.asarray(row[FUSED_FIELD], np.float32))),
+                     fusion.KEYWORD: self._keyword_score(bm25.get(row["id"], 0.0))}
+            score = self._score(exact, int(row[CHANNEL_MASK_FIELD]))
+            if score is not None:
+                scored.append((row, score))
+        scored.sort(key=lambda pair: (-pair[1], pair[0]["id"]))
+        return [(row, score, self._row_scores(row, bm25)) for row, score in scored[: self.top_k]]
+
+    async def _read_rows(self, ids: list[str]) -> dict[str, dict[str, Any]]:
+        """id -> stored row with its vectors (one search restricted to the ids; a query by id for any it left out)."""
+        found = {i: row for i, (_, row) in (await self._store(self.store.rows_within, self.query, FUSED_FIELD, ids, self.store.fields(vectors=True))).items()}
+        lost = [i for i in ids if i not in found]
+        if lost:
+            found.update({r["id"]: r for r in await self._store(self.store.get, lost, True)})
+        return found
+
+    def _dense_share(self, mask: int) -> float | None:
+        """The fused score's share of a product's score (the rest is the keyword score's); None: no weighted channel."""
+        present = channels_of(mask)
+        dense_weight = sum(self.weights[c] for c in fusion.DENSE_CHANNELS if c in present)
+        keyword_weight = self.weights[fusion.KEYWORD] if fusion.KEYWORD in present else 0.0
+        total = dense_weight + keyword_weight
+        return dense_weight / total if total > 0 else None
 
     async def _channel_lists(self) -> dict[str, dict[str, tuple[float, int]]]:
         """Each scored field's candidates: id -> (inner product, channel mask), best first; keyword: id -> (bm25, 0)."""
@@ -203,7 +274,7 @@ class Candidates:
         lists = {n: {i: (d, int(row.get(CHANNEL_MASK_FIELD, 0))) for i, d, row in hits} for n, hits in zip(names, results)}
         if self.keyword_on:
             self.keyword_pairs = results[-1]
-            lists[fusion.KEYWORD] = {i: (b, 0) for i, b in self.keyword_pairs}
+            lists[fusion.KEYWORD] = {i: (b, m) for i, b, m in self.keyword_pairs}
         return lists
 
     async def _complete(self, lists, union: list[str]) -> tuple[dict[str, dict[str, float]], dict[str, int]]:
@@ -238,11 +309,15 @@ class Candidates:
         keyword = channel_scores.get(fusion.KEYWORD, 0.0) * keyword_weight
         return (dense_weight * channel_scores[fusion.FUSED] + keyword) / (dense_weight + keyword_weight)
 
-    def _row_scores(self, row: dict[str, Any], keyword: dict[str, float]) -> dict[str, float]:
+    def _keyword_score(self, bm25: float) -> float:
+        return fusion.keyword_score(bm25, self.core.settings.keyword_pivot, self.core.settings.keyword_exponent)
+
+    def _row_scores(self, row: dict[str, Any], bm25: dict[str, float]) -> dict[str, float]:
         scores = {c: float(np.dot(self.query, v)) for c, v in dense_vectors(row).items()}
         scores[fusion.FUSED] = float(np.dot(self.query, np.asarray(row[FUSED_FIELD], np.float32)))
         if self.keyword_on:
-            scores[fusion.KEYWORD] = keyword.get(row["id"], 0.0)
+            scores[fusion.KEYWORD] = self._keyword_score(bm25.get(row["id"], 0.0))
+            scores[fusion.BM25] = bm25.get(row["id"], 0.0)
         return scores
 
     def _top(self, scored_rows):
@@ -255,26 +330,25 @@ class Candidates:
         out.sort(key=lambda item: (-item[1], item[0]["id"]))
         return out[: self.top_k]
 
-    async def _keyword_scores(self, ids: list[str]) -> dict[str, float]:
-        """Normalized BM25 of every candidate (exact: a BM25 search restricted to the candidates)."""
+    async def _keyword_bm25(self, ids: list[str]) -> dict[str, float]:
+        """BM25 of every candidate (exact: a BM25 search restricted to the candidates)."""
         if not self.keyword_on or not ids:
             return {}
-        best = self.keyword_pairs[0][1] if self.keyword_pairs else 0.0
-        known = dict(self.keyword_pairs)
+        known = {i: b for i, b, _ in self.keyword_pairs}
         missing = [i for i in ids if i not in known]
         # A list shorter than asked holds every product that matches a query term: the others score 0, exactly,
         # and need no restricted BM25 search (one store call less, e.g. for a SKU that one product carries).
         if missing and len(self.keyword_pairs) >= self.depth:
-            known.update(await self._store(self.store.keyword, self.text, len(missing), self.flt, missing))
-        return fusion.keyword_scores({i: known.get(i, 0.0) for i in ids}, best)
+            known.update({i: b for i, b, _ in await self._store(self.store.keyword, self.text, len(missing), self.flt, missing)})
+        return {i: known.get(i, 0.0) for i in ids}
 
     async def _rrf(self):
         lists = await self._channel_lists()
         fused = fusion.rrf_scores({n: list(hits) for n, hits in lists.items()}, self.weights, self.rrf_k)
         top = list(fused)[: self.top_k]
-        rows = {r["id"]: r for r in await self._store(self.store.get, top, True)}
-        keyword = await self._keyword_scores(top)
-        return [(rows[i], fused[i], self._row_scores(rows[i], keyword)) for i in top if i in rows]
+        rows = await self._read_rows(top)
+        bm25 = await self._keyword_bm25(top)
+        return [(rows[i], fused[i], self._row_scores(rows[i], bm25)) for i in top if i in rows]
 
 
 async def rerank(core: Core, image: bytes, response: pb.SearchResponse) -> None:

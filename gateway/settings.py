@@ -122,6 +122,11 @@ class Settings(BaseSettings):
     image_query_weights: Annotated[Weights | None, NoDecode] = None
     composed_query_weights: Annotated[Weights | None, NoDecode] = Weights(title=0.3, caption=0.7)
     rrf_k: int = Field(60, ge=1)
+    # keyword score = bm25^e / (bm25^e + pivot^e) (gateway/fusion.py); chosen on the quality harness' validation
+    # split together with the hybrid's keyword weight (docs/quality.md, "Issue 13"). BM25 grows with log(catalog
+    # size) for rare terms: re-tune the pivot for a catalog far from that split's 3,000 products.
+    keyword_pivot: float = Field(14.0, gt=0, description="BM25 score at which the keyword channel scores 0.5")
+    keyword_exponent: float = Field(8.0, gt=0, description="steepness of the keyword score around the pivot")
     text_weight: float = Field(0.5, ge=0, le=1, description="composed queries: share of the text modifier")
     filterable_attributes: Annotated[list[str], NoDecode] = ["size", "colour", "color", "material", "gender", "season"]
 

@@ -370,6 +370,14 @@ class MilvusStore:
     def within(self, vector: np.ndarray, field_name: str, ids: Sequence[str]) -> dict[str, tuple[float, int]]:
         """q . v of `field_name` for exactly these ids: id -> (score, channel mask). A filter this
         selective is brute-forced by Milvus (exact); ids it does not return are simply absent."""
+        return {i: (d, int(row[CHANNEL_MASK_FIELD])) for i, (d, row) in self.rows_within(vector, field_name, ids, ["id", CHANNEL_MASK_FIELD]).items()}
+
+    def rows_within(
+        self, vector: np.ndarray, field_name: str, ids: Sequence[str], output_fields: Sequence[str]
+    ) -> dict[str, tuple[float, dict[str, Any]]]:
+        """The rows of exactly these ids with q . v of `field_name`: id -> (score, entity), from one search
+        restricted to them. Milvus Lite reads rows this way faster than a query by id (10 rows with their four
+        vectors: 2.7 vs 4.1 ms, docs/gateway.md); ids it does not return are absent."""
         if not ids:
             return {}
         result = self._call(
@@ -377,19 +385,20 @@ class MilvusStore:
             lambda c, **kw: c.search(
                 self.config.collection, data=[np.asarray(vector, dtype=np.float32).tolist()], anns_field=field_name,
                 limit=min(len(ids), MAX_LIMIT), filter=f"id in {string_list(list(ids))}", search_params=self._search_params(),
-                output_fields=["id", CHANNEL_MASK_FIELD], **kw,
+                output_fields=list(output_fields), **kw,
             ),
         )
-        return {h["id"]: (float(h["distance"]), int(h["entity"][CHANNEL_MASK_FIELD])) for h in result[0]}
+        return {h["id"]: (float(h["distance"]), {"id": h["id"], **dict(h.get("entity") or {})}) for h in result[0]}
 
-    def keyword(self, text: str, limit: int, flt: ProductFilter, within: Sequence[str] = ()) -> list[tuple[str, float]]:
-        """BM25 of `text` against the keyword field: (id, bm25), best first; `within` restricts to ids."""
+    def keyword(self, text: str, limit: int, flt: ProductFilter, within: Sequence[str] = ()) -> list[tuple[str, float, int]]:
+        """BM25 of `text` against the keyword field: (id, bm25, channel mask), best first; `within` restricts to ids."""
         clauses = [c for c in (flt.expression(), f"id in {string_list(list(within))}" if within else "") if c]
         result = self._call(
             "keyword search",
             lambda c, **kw: c.search(
                 self.config.collection, data=[text], anns_field=KEYWORD_SPARSE_FIELD, limit=min(limit, MAX_LIMIT),
-                filter=" and ".join(f"({c})" for c in clauses), search_params={"metric_type": "BM25"}, output_fields=["id"], **kw,
+                filter=" and ".join(f"({c})" for c in clauses), search_params={"metric_type": "BM25"},
+                output_fields=["id", CHANNEL_MASK_FIELD], **kw,
             ),
         )
-        return [(h["id"], float(h["distance"])) for h in result[0]]
+        return [(h["id"], float(h["distance"]), int(h["entity"][CHANNEL_MASK_FIELD])) for h in result[0]]

@@ -54,9 +54,25 @@ def test_absent_channel_is_renormalized_away_not_scored_as_zero():
     assert fusion.weighted_score(scores, {"title"}, {"image": 1.0, "title": 0.0, "caption": 0.0, "keyword": 0.0}) is None
 
 
-def test_keyword_scores_are_bm25_over_the_best():
-    assert fusion.keyword_scores({"a": 6.0, "b": 3.0, "c": 0.0}, best=6.0) == {"a": 1.0, "b": 0.5, "c": 0.0}
-    assert fusion.keyword_scores({"a": 1.0}, best=0.0) == {"a": 0.0}
+@hsettings(max_examples=200, deadline=None)
+@given(bm25=st.floats(0, 1e6, allow_nan=False), pivot=st.floats(0.01, 100), exponent=st.floats(0.1, 32))
+def test_keyword_score_is_bm25_saturated_around_the_pivot(bm25, pivot, exponent):
+    """s = b^e / (b^e + pivot^e) (docs/gateway.md), in [0, 1], 0 without a match, increasing in b."""
+    got = fusion.keyword_score(bm25, pivot, exponent)
+    expected = 0.0 if bm25 == 0 else float(np.exp(exponent * np.log(bm25)) / (np.exp(exponent * np.log(bm25)) + np.exp(exponent * np.log(pivot))))
+    assert 0.0 <= got <= 1.0
+    assert got == pytest.approx(expected if np.isfinite(expected) else 1.0, abs=1e-9)
+    assert fusion.keyword_score(bm25 * 1.5 + 0.1, pivot, exponent) >= got
+
+
+def test_keyword_score_examples_and_refusals():
+    assert fusion.keyword_score(11.0, 11.0, 8.0) == pytest.approx(0.5)  # the pivot scores one half
+    assert fusion.keyword_score(22.0, 11.0, 1.0) == pytest.approx(2 / 3)
+    assert fusion.keyword_score(0.0, 11.0, 8.0) == 0.0
+    assert fusion.keyword_score(1e-300, 11.0, 8.0) == 0.0  # no overflow
+    for pivot, exponent in ((0.0, 8.0), (11.0, 0.0), (-1.0, 8.0)):
+        with pytest.raises(fusion.FusionError):
+            fusion.keyword_score(5.0, pivot, exponent)
 
 
 def test_dense_part_and_same_weights():

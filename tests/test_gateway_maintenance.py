@@ -70,7 +70,7 @@ def test_rebuild_fused_rewrites_every_fused_vector_from_the_channels(tmp_path):
         total = sum(NEW[c] for c in channels.vectors)
         expected = sum(NEW[c] * channels.vectors[c] for c in channels.vectors) / total
         assert np.allclose(row["fused_vec"], expected, atol=1e-6)
-    assert [i for i, _ in store.keyword("acme", 10, ProductFilter())]  # the keyword field survived the rewrite
+    assert [i for i, *_ in store.keyword("acme", 10, ProductFilter())]  # the keyword field survived the rewrite
     store.close()
 
 
@@ -121,7 +121,7 @@ def test_old_collection_is_refused_then_migrated(tmp_path):
     full = migrated["o3"]
     expected = (OLD["image"] * np.asarray(rows[3]["image_vec"]) + OLD["title"] * np.asarray(rows[3]["title_vec"])) / (OLD["image"] + OLD["title"])
     assert np.allclose(full["fused_vec"], expected, atol=1e-6)
-    assert [i for i, _ in store.keyword("boots 3", 1, ProductFilter())] == ["o3"]
+    assert [i for i, *_ in store.keyword("boots 3", 1, ProductFilter())] == ["o3"]
     store.close()
 
 
