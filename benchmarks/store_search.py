@@ -274,6 +274,8 @@ def store_calls(store: MilvusStore, qs: np.ndarray, depth: int, runs: int = 50) 
         "BM25 restricted to 10 ids": lambda i: store.keyword(f"brand{i % 100} boot", 10, none, ids[i % 50: i % 50 + 10]),
         f"BM25 restricted to {depth} ids": lambda i: store.keyword(f"brand{i % 100} boot", depth, none, ids),
         "10 rows by id, with vectors": lambda i: store.get(ids[i % 50: i % 50 + 10], True),
+        "10 rows by a search restricted to their ids, with vectors (how the gateway reads rows)":
+            lambda i: store.rows_within(qs[i % len(qs)], FUSED_FIELD, ids[i % 50: i % 50 + 10], store.fields(vectors=True)),
         "10 rows by id, scalars only": lambda i: store.get(ids[i % 50: i % 50 + 10], False),
     }
     out = []
