@@ -377,7 +377,7 @@ class MilvusStore:
     ) -> dict[str, tuple[float, dict[str, Any]]]:
         """The rows of exactly these ids with q . v of `field_name`: id -> (score, entity), from one search
         restricted to them. Milvus Lite reads rows this way faster than a query by id (10 rows with their four
-        vectors: 2.7 vs 4.1 ms, docs/gateway.md); ids it does not return are absent."""
+        vectors at 100k products: 5.7 vs 9.3 ms, docs/gateway.md "Benchmark"); ids it does not return are absent."""
         if not ids:
             return {}
         result = self._call(
