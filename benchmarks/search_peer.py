@@ -38,6 +38,7 @@ def load_collection(uri: str, collection: str) -> float:
     store.close()
     return round(time.perf_counter() - started, 2)
 
+
 def _default_spec(label: str, **overrides) -> GatewaySpec:
     """The shipped settings (gateway/settings.py): what `python -m gateway` runs without flags."""
     from gateway.settings import Settings

@@ -240,13 +240,12 @@ class Candidates:
             rows = await read
         scored = []
         for row in rows.values():
-            exact = {fusion.FUSED: float(np.dot(self.query, np.asarray(row[FUSED_FIELD], np.float32))),
-                     fusion.KEYWORD: self._keyword_score(bm25.get(row["id"], 0.0))}
+            exact = self._row_scores(row, bm25)  # the fused and keyword scores it holds are this search's, exactly
             score = self._score(exact, int(row[CHANNEL_MASK_FIELD]))
             if score is not None:
-                scored.append((row, score))
-        scored.sort(key=lambda pair: (-pair[1], pair[0]["id"]))
-        return [(row, score, self._row_scores(row, bm25)) for row, score in scored[: self.top_k]]
+                scored.append((row, score, exact))
+        scored.sort(key=lambda hit: (-hit[1], hit[0]["id"]))
+        return scored[: self.top_k]
 
     async def _read_rows(self, ids: list[str]) -> dict[str, dict[str, Any]]:
         """id -> stored row with its vectors (one search restricted to the ids; a query by id for any it left out)."""
@@ -260,12 +259,12 @@ class Candidates:
         """The fused score's share of a product's score (the rest is the keyword score's); None: no weighted channel."""
         present = channels_of(mask)
         dense_weight = sum(self.weights[c] for c in fusion.DENSE_CHANNELS if c in present)
-        keyword_weight = self.weights[fusion.KEYWORD] if fusion.KEYWORD in present else 0.0
+        keyword_weight = self.weights[fusion.KEYWORD] if self.keyword_on and fusion.KEYWORD in present else 0.0
         total = dense_weight + keyword_weight
         return dense_weight / total if total > 0 else None
 
     async def _channel_lists(self) -> dict[str, dict[str, tuple[float, int]]]:
-        """Each scored field's candidates: id -> (inner product, channel mask), best first; keyword: id -> (bm25, 0)."""
+        """Each scored field's candidates: id -> (inner product, channel mask), best first; keyword: id -> (bm25, channel mask)."""
         names = list(self.dense)
         jobs = [self._store(self.store.ann, self.query, self.dense[n], self.depth, self.flt, ["id", CHANNEL_MASK_FIELD]) for n in names]
         if self.keyword_on:
@@ -299,15 +298,12 @@ class Candidates:
     def _score(self, channel_scores: dict[str, float], mask: int | None) -> float | None:
         """The formula; with the fused field standing for the dense part (its score already is the
         renormalized dense weighted sum), the dense part weighs sum_{c in P, dense} w_c."""
-        present = channels_of(mask or 0)
         if fusion.FUSED not in channel_scores:
-            return fusion.weighted_score(channel_scores, present, self.weights)
-        dense_weight = sum(self.weights[c] for c in fusion.DENSE_CHANNELS if c in present)
-        keyword_weight = self.weights[fusion.KEYWORD] if self.keyword_on and fusion.KEYWORD in present else 0.0
-        if dense_weight + keyword_weight <= 0:
+            return fusion.weighted_score(channel_scores, channels_of(mask or 0), self.weights)
+        share = self._dense_share(mask or 0)
+        if share is None:
             return None
-        keyword = channel_scores.get(fusion.KEYWORD, 0.0) * keyword_weight
-        return (dense_weight * channel_scores[fusion.FUSED] + keyword) / (dense_weight + keyword_weight)
+        return share * channel_scores[fusion.FUSED] + (1 - share) * channel_scores.get(fusion.KEYWORD, 0.0)
 
     def _keyword_score(self, bm25: float) -> float:
         return fusion.keyword_score(bm25, self.core.settings.keyword_pivot, self.core.settings.keyword_exponent)
@@ -346,8 +342,7 @@ class Candidates:
         lists = await self._channel_lists()
         fused = fusion.rrf_scores({n: list(hits) for n, hits in lists.items()}, self.weights, self.rrf_k)
         top = list(fused)[: self.top_k]
-        rows = await self._read_rows(top)
-        bm25 = await self._keyword_bm25(top)
+        rows, bm25 = await asyncio.gather(self._read_rows(top), self._keyword_bm25(top))
         return [(rows[i], fused[i], self._row_scores(rows[i], bm25)) for i in top if i in rows]
 
 

@@ -247,13 +247,12 @@ def gateway_keyword_modes(chosen: Mapping[str, Any]):
 
     label = "calibrated" if chosen["calibrate"] else "raw"
     keyword_only = {"image": 0.0, "title": 0.0, "caption": 0.0, "keyword": 1.0}
-    weighted = chosen["gateway_keyword"]["weights"] if "gateway_keyword" in chosen else dict(chosen["hybrid"]["weights"])
     w = chosen["hybrid_rrf"]["keyword"]  # the reference's lists weigh 1 - w (vector) and w (keyword); the gateway normalizes
     rrf = {**{c: (1.0 - w) * v for c, v in chosen[label]["text"].items()}, "keyword": w}
     return [
         Mode(f"{GATEWAY_KEYWORD} keyword only", "multi_vector", weights=keyword_only, tasks=TEXT_TASKS),
         # the weighted hybrid as a deployment asks for it: default mode (the fused vector + the BM25 list)
-        Mode(f"{GATEWAY_KEYWORD} hybrid weighted", "fused", weights=weighted, tasks=TEXT_TASKS),
+        Mode(f"{GATEWAY_KEYWORD} hybrid weighted", "fused", weights=chosen["gateway_keyword"]["weights"], tasks=TEXT_TASKS),
         Mode(f"{GATEWAY_KEYWORD} hybrid RRF", "multi_vector", "rrf", weights=rrf, tasks=TEXT_TASKS),
     ]
 
